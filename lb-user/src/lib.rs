@@ -1,0 +1,4 @@
+//! xvs userspace: the table model, the schedulers, the BPF loader and map writer, the kernel
+//! IPVS netlink client, and the pieces the `xvsd` daemon and `xvsadm` CLI are built from.
+
+pub mod model;
