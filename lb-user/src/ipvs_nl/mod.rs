@@ -1,0 +1,1 @@
+//! Kernel IPVS generic netlink client (being written).

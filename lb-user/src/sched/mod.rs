@@ -1,0 +1,1 @@
+//! Schedulers (being written).
