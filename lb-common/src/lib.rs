@@ -257,7 +257,6 @@ pub mod path {
 /// kernel's order rst, syn, fin, ack).
 pub const TCP_STATES: [[[u8; 11]; 4]; 2] = {
     use tcp_state::*;
-    const S_NO: u8 = NONE;
     const S_ES: u8 = ESTABLISHED;
     const S_SS: u8 = SYN_SENT;
     const S_SR: u8 = SYN_RECV;
@@ -267,8 +266,6 @@ pub const TCP_STATES: [[[u8; 11]; 4]; 2] = {
     const S_CW: u8 = CLOSE_WAIT;
     const S_LA: u8 = LAST_ACK;
     const S_LI: u8 = LISTEN;
-    const S_SA: u8 = SYNACK;
-    let _ = S_NO;
     [
         // INPUT: sNO, sES, sSS, sSR, sFW, sTW, sCL, sCW, sLA, sLI, sSA
         [

@@ -328,11 +328,13 @@ pub enum TableError {
 /// state (wrr) replay these one by one, as the kernel runs its hook once per change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    AddService(ServiceKey),
-    EditService(ServiceKey),
+    AddService(ServiceKey, ServiceConfig),
+    EditService(ServiceKey, ServiceConfig),
     DelService(ServiceKey),
-    AddDest(ServiceKey, (IpAddr, u16)),
-    EditDest(ServiceKey, (IpAddr, u16)),
+    /// The destination went to the head of the list.
+    AddDest(ServiceKey, Destination),
+    /// The destination kept its list position.
+    EditDest(ServiceKey, Destination),
     DelDest(ServiceKey, (IpAddr, u16)),
 }
 
@@ -434,10 +436,10 @@ impl Table {
         }
         self.services.push(Service {
             key,
-            config,
+            config: config.clone(),
             dests: Vec::new(),
         });
-        Ok(Change::AddService(key))
+        Ok(Change::AddService(key, config))
     }
 
     pub fn edit_service(
@@ -446,8 +448,8 @@ impl Table {
         config: ServiceConfig,
     ) -> Result<Change, TableError> {
         Self::validate_service(&key, &config)?;
-        self.service_mut(&key)?.config = config;
-        Ok(Change::EditService(key))
+        self.service_mut(&key)?.config = config.clone();
+        Ok(Change::EditService(key, config))
     }
 
     pub fn del_service(&mut self, key: &ServiceKey) -> Result<Change, TableError> {
@@ -467,9 +469,8 @@ impl Table {
         if svc.dest(dest.addr, dest.port).is_some() {
             return Err(TableError::DestExists(dest_name(&dest.addr, dest.port)));
         }
-        let id = dest.id();
-        svc.dests.insert(0, dest);
-        Ok(Change::AddDest(*key, id))
+        svc.dests.insert(0, dest.clone());
+        Ok(Change::AddDest(*key, dest))
     }
 
     /// Changes a destination in place (its list position stays).
@@ -482,8 +483,8 @@ impl Table {
             .iter_mut()
             .find(|d| d.id() == id)
             .ok_or_else(|| TableError::NoSuchDest(dest_name(&id.0, id.1)))?;
-        *slot = dest;
-        Ok(Change::EditDest(*key, id))
+        *slot = dest.clone();
+        Ok(Change::EditDest(*key, dest))
     }
 
     pub fn del_dest(

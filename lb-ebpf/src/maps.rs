@@ -1,0 +1,59 @@
+//! The maps the programs use. Sizes here are placeholders: the loader sets every
+//! max_entries from its configuration before loading.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    Config, ConnValue, DestStats, DestValue, FlowKey, L4Addr, ReplyValue, SchedSlot, SvcValue,
+};
+
+/// VIP:port/proto -> how to schedule new connections.
+#[map(name = "SERVICES")]
+pub static SERVICES: HashMap<L4Addr, SvcValue> = HashMap::with_max_entries(1024, 0);
+
+/// Precomputed scheduler tables of all services, one region per service.
+#[map(name = "SCHED_SLOTS")]
+pub static SCHED_SLOTS: Array<SchedSlot> = Array::with_max_entries(1024, 0);
+
+/// Destinations by id.
+#[map(name = "DESTS")]
+pub static DESTS: Array<DestValue> = Array::with_max_entries(1024, 0);
+
+/// Per-destination counters, per CPU.
+#[map(name = "DEST_STATS")]
+pub static DEST_STATS: PerCpuArray<DestStats> = PerCpuArray::with_max_entries(1024, 0);
+
+/// Real-server endpoints (addr, port, proto): a packet from one of these may be a reply.
+/// Keeps the reply lookup off the path of unrelated traffic.
+#[map(name = "BACKENDS")]
+pub static BACKENDS: HashMap<L4Addr, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Connections, keyed as the client sends them (client -> VIP).
+#[map(name = "CONNS")]
+pub static CONNS: LruHashMap<FlowKey, ConnValue> = LruHashMap::with_max_entries(1024, 0);
+
+/// Reverse index of CONNS, keyed as the real server replies (RIP -> client).
+#[map(name = "REPLIES")]
+pub static REPLIES: LruHashMap<FlowKey, ReplyValue> = LruHashMap::with_max_entries(1024, 0);
+
+/// Timeouts and flags (one entry).
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Interfaces an XDP redirect may transmit on (ifindex -> ifindex). Userspace lists only
+/// devices where a redirect really delivers (see README: veth needs XDP on its peer).
+#[map(name = "TX_PORTS")]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
+/// What the program did with packets (lb_common::path::*), per CPU.
+#[map(name = "PATH_STATS")]
+pub static PATH_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(lb_common::path::N, 0);
+
+#[inline(always)]
+pub fn count(what: u32) {
+    if let Some(c) = PATH_STATS.get_ptr_mut(what) {
+        // Per-CPU slot: no other writer.
+        unsafe { *c += 1 };
+    }
+}

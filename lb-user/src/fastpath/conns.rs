@@ -1,0 +1,159 @@
+//! Reading the connection table back: listings (ipvsadm -c), per-destination active and
+//! inactive counts, and reclaiming expired entries.
+
+use std::collections::HashMap as StdHashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use aya::maps::{Array, HashMap, MapData};
+use lb_common::{
+    map_names as names, tcp_state, ConnValue, DestValue, FlowKey, N_TIMEOUTS, PROTO_TCP, UDP_STATE,
+};
+
+use super::{engine, FastPath, FastPathError};
+
+/// One connection of the fast path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnEntry {
+    pub proto: u8,
+    pub client: (Ipv4Addr, u16),
+    pub vip: (Ipv4Addr, u16),
+    pub dest: (Ipv4Addr, u16),
+    pub dest_id: u32,
+    /// tcp_state::* or UDP_STATE.
+    pub state: u8,
+    /// Time left before the entry expires.
+    pub expires_in: Duration,
+    /// Its destination is still in the table (not deleted since).
+    pub dest_live: bool,
+}
+
+impl ConnEntry {
+    /// Counted as ActiveConn (kernel: only ESTABLISHED TCP) rather than InActConn.
+    pub fn active(&self) -> bool {
+        self.proto == PROTO_TCP && self.state == tcp_state::ESTABLISHED
+    }
+}
+
+/// The kernel's state names (tcp_state_name_table; "UDP" for UDP).
+pub fn state_name(state: u8) -> &'static str {
+    const TCP: [&str; 11] = [
+        "NONE",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "SYNACK",
+    ];
+    if state == UDP_STATE {
+        return "UDP";
+    }
+    TCP.get(state as usize).copied().unwrap_or("ERR!")
+}
+
+/// CLOCK_MONOTONIC_COARSE in ns: the clock bpf_ktime_get_coarse_ns() reads.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn ip(be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_be(be))
+}
+
+fn remaining(timeouts: &[u64; N_TIMEOUTS], v: &ConnValue, now: u64) -> Option<Duration> {
+    let t = *timeouts.get(v.state as usize)?;
+    let idle = now.saturating_sub(v.last_seen_ns);
+    (idle <= t).then(|| Duration::from_nanos(t - idle))
+}
+
+impl FastPath {
+    /// Every connection that has not expired, with its destination's liveness.
+    pub fn connections(&self) -> Result<Vec<ConnEntry>, FastPathError> {
+        let timeouts = self.timeouts_ns()?;
+        let now = now_ns();
+        let conns: HashMap<&MapData, FlowKey, ConnValue> = engine::typed_ref(self.ebpf(), names::CONNS)?;
+        let dests: Array<&MapData, DestValue> = engine::typed_ref(self.ebpf(), names::DESTS)?;
+        let mut out = Vec::new();
+        for item in conns.iter() {
+            let Ok((k, v)) = item else { continue };
+            let Some(left) = remaining(&timeouts, &v, now) else {
+                continue;
+            };
+            let dest_live = dests
+                .get(&v.dest_id, 0)
+                .map(|d| d.gen == v.dest_gen && d.flags & lb_common::DEST_F_LIVE != 0)
+                .unwrap_or(false);
+            out.push(ConnEntry {
+                proto: k.proto,
+                client: (ip(k.saddr), u16::from_be(k.sport)),
+                vip: (ip(k.daddr), u16::from_be(k.dport)),
+                dest: (ip(v.rip), u16::from_be(v.rport)),
+                dest_id: v.dest_id,
+                state: v.state,
+                expires_in: left,
+                dest_live,
+            });
+        }
+        Ok(out)
+    }
+
+    /// (active, inactive) connections per destination id, counting live connections only.
+    pub fn conn_counts(&self) -> Result<StdHashMap<u32, (u32, u32)>, FastPathError> {
+        let mut m: StdHashMap<u32, (u32, u32)> = StdHashMap::new();
+        for c in self.connections()?.into_iter().filter(|c| c.dest_live) {
+            let e = m.entry(c.dest_id).or_default();
+            if c.active() {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+        Ok(m)
+    }
+
+    /// Deletes expired connections (and their reply entries); returns how many went.
+    pub fn reclaim_expired(&mut self) -> Result<usize, FastPathError> {
+        let timeouts = self.timeouts_ns()?;
+        let now = now_ns();
+        let dead: Vec<(FlowKey, ConnValue)> = {
+            let conns: HashMap<&MapData, FlowKey, ConnValue> =
+                engine::typed_ref(self.ebpf(), names::CONNS)?;
+            conns
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| remaining(&timeouts, v, now).is_none())
+                .collect()
+        };
+        {
+            let mut conns: HashMap<&mut MapData, FlowKey, ConnValue> =
+                engine::typed(self.ebpf_mut(), names::CONNS)?;
+            for (k, _) in &dead {
+                let _ = conns.remove(k);
+            }
+        }
+        let mut replies: HashMap<&mut MapData, FlowKey, lb_common::ReplyValue> =
+            engine::typed(self.ebpf_mut(), names::REPLIES)?;
+        for (k, v) in &dead {
+            let rk = FlowKey {
+                saddr: v.rip,
+                daddr: k.saddr,
+                sport: v.rport,
+                dport: k.sport,
+                proto: k.proto,
+                _pad: [0; 3],
+            };
+            let _ = replies.remove(&rk);
+        }
+        Ok(dead.len())
+    }
+}

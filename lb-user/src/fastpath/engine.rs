@@ -1,0 +1,685 @@
+//! Mirrors the table into the BPF maps, one batch of model changes at a time.
+//!
+//! Per batch: (1) replay the changes on copies of the touched services, carrying each
+//! scheduler's state exactly as the kernel would (its per-change hook runs once per change,
+//! after the state was advanced by the picks the fast path made since the last table);
+//! (2) check everything fits; only then (3) write: new destinations first, then each new
+//! table into a fresh region, then the service entry that points at it (an atomic map update,
+//! so a service is never without destinations while it changes), then retire what went away.
+
+use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::util::nr_cpus;
+use aya::Ebpf;
+use lb_common::{
+    map_names as names, DestStats, DestValue, L4Addr, SchedSlot, SvcValue, DEST_F_LIVE, NO_DEST,
+    SCHED_RR, SCHED_SH, SCHED_WRR, SVC_F_SH_PORT,
+};
+
+use super::alloc::{IdAlloc, RegionAlloc};
+use super::FastPathError;
+use crate::model::{Change, Destination, Forward, Protocol, Service, ServiceConfig, ServiceKey};
+use crate::sched::{Pick, SchedDest, SchedKind, ServiceSched};
+
+/// A region freed while BPF programs might still read it rests this long before reuse.
+const RETIRE_GRACE: Duration = Duration::from_millis(100);
+
+/// Why a service cannot be served by the fast path (it may go to kernel IPVS instead).
+pub fn unsupported_reason(key: &ServiceKey, config: &ServiceConfig, dests: &[Destination]) -> Option<String> {
+    match key {
+        ServiceKey::Fwmark { .. } => return Some("fwmark services are not supported by the fast path".into()),
+        ServiceKey::Inet { proto, addr, .. } => {
+            if *proto == Protocol::Sctp {
+                return Some("SCTP is not supported by the fast path".into());
+            }
+            if addr.is_ipv6() {
+                return Some("IPv6 is not supported by the fast path yet".into());
+            }
+        }
+    }
+    if SchedKind::from_config(config).is_none() {
+        return Some(format!(
+            "scheduler {} is not supported by the fast path (rr, wrr, sh are)",
+            config.scheduler
+        ));
+    }
+    if config.flags.persistent {
+        return Some("persistence (-p) is not supported by the fast path yet".into());
+    }
+    if config.flags.onepacket {
+        return Some("one-packet scheduling (-o) is not supported by the fast path".into());
+    }
+    for d in dests {
+        if let Some(r) = unsupported_dest_reason(d) {
+            return Some(r);
+        }
+    }
+    None
+}
+
+fn unsupported_dest_reason(d: &Destination) -> Option<String> {
+    if d.forward != Forward::Masq {
+        return Some(format!(
+            "forwarding method {} of {} is not supported by the fast path (masquerading is)",
+            d.forward.name(),
+            crate::model::fmt_addr_port(&d.addr, d.port)
+        ));
+    }
+    if d.u_thresh != 0 || d.l_thresh != 0 {
+        return Some(format!(
+            "connection thresholds (-x/-y) of {} are not supported by the fast path",
+            crate::model::fmt_addr_port(&d.addr, d.port)
+        ));
+    }
+    None
+}
+
+fn v4(addr: &IpAddr) -> Ipv4Addr {
+    match addr {
+        IpAddr::V4(a) => *a,
+        // unsupported_reason() keeps IPv6 out of the engine.
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+fn l4(addr: &IpAddr, port: u16, proto: Protocol) -> L4Addr {
+    L4Addr {
+        addr: u32::from(v4(addr)).to_be(),
+        port: port.to_be(),
+        proto: proto.number(),
+        _pad: 0,
+    }
+}
+
+/// A destination as the engine tracks it.
+#[derive(Clone, Debug)]
+struct DestEntry {
+    dest: Destination,
+    /// DESTS index; None until the commit phase allocates it.
+    id: Option<u32>,
+}
+
+/// One service as mirrored in the maps.
+#[derive(Clone, Debug)]
+struct SvcState {
+    svc_id: u32,
+    proto: Protocol,
+    vip: L4Addr,
+    config: ServiceConfig,
+    kind: SchedKind,
+    /// The destinations in list order (newest first).
+    dests: Vec<DestEntry>,
+    sched: ServiceSched,
+    /// The published table, and the list it was built from (Pick.dest indexes into it).
+    table: Vec<Pick>,
+    table_list: Vec<SchedDest>,
+    /// SCHED_SLOTS region: header slot + table (None before the first publish).
+    region: Option<(u32, u32)>,
+    /// Whether the state was already advanced by the fast path's picks in this batch.
+    advanced: bool,
+    /// Counters of deleted destinations, kept in the service's totals as IPVS keeps them.
+    retired: DestStats,
+}
+
+impl SvcState {
+    fn sched_list(&self) -> Vec<SchedDest> {
+        self.dests
+            .iter()
+            .map(|d| SchedDest {
+                key: (d.dest.addr, d.dest.port),
+                weight: d.dest.weight,
+                overloaded: false,
+            })
+            .collect()
+    }
+
+    fn bpf_flags(&self) -> u8 {
+        match self.kind {
+            SchedKind::Sh { port: true, .. } => SVC_F_SH_PORT,
+            _ => 0,
+        }
+    }
+
+    fn bpf_sched(&self) -> u8 {
+        match self.kind {
+            SchedKind::Rr => SCHED_RR,
+            SchedKind::Wrr => SCHED_WRR,
+            SchedKind::Sh { .. } => SCHED_SH,
+        }
+    }
+}
+
+/// Per-destination figures read back from the maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub conns: u64,
+    pub inpkts: u64,
+    pub outpkts: u64,
+    pub inbytes: u64,
+    pub outbytes: u64,
+}
+
+impl Counters {
+    fn add(&mut self, s: &DestStats) {
+        self.conns += s.conns;
+        self.inpkts += s.inpkts;
+        self.outpkts += s.outpkts;
+        self.inbytes += s.inbytes;
+        self.outbytes += s.outbytes;
+    }
+}
+
+/// Sizes of the maps and limits of the engine.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_services: u32,
+    pub max_dests: u32,
+    pub sched_slots: u32,
+    /// Longest rr/wrr period the fast path precomputes (wrr with large co-prime weights).
+    pub max_period: usize,
+}
+
+pub struct Engine {
+    limits: Limits,
+    services: BTreeMap<ServiceKey, SvcState>,
+    svc_ids: IdAlloc,
+    dest_ids: IdAlloc,
+    /// Generation of each destination id (bumped on reuse).
+    dest_gen: StdHashMap<u32, u32>,
+    regions: RegionAlloc,
+    retiring: Vec<(Instant, u32, u32)>,
+    backends: StdHashMap<L4Addr, u32>,
+}
+
+impl Engine {
+    pub fn new(limits: Limits) -> Self {
+        Engine {
+            svc_ids: IdAlloc::new(limits.max_services),
+            dest_ids: IdAlloc::new(limits.max_dests),
+            regions: RegionAlloc::new(limits.sched_slots),
+            limits,
+            services: BTreeMap::new(),
+            dest_gen: StdHashMap::new(),
+            retiring: Vec::new(),
+            backends: StdHashMap::new(),
+        }
+    }
+
+    pub fn has_service(&self, key: &ServiceKey) -> bool {
+        self.services.contains_key(key)
+    }
+
+    /// Applies a batch of changes (as returned by the model's operations, in order). On error
+    /// nothing was written.
+    pub fn apply(&mut self, ebpf: &mut Ebpf, changes: &[Change]) -> Result<(), FastPathError> {
+        // Phase 1: replay on copies of the touched services.
+        let mut staged: BTreeMap<ServiceKey, Option<SvcState>> = BTreeMap::new();
+        let mut new_svcs = 0u32;
+        for ch in changes {
+            self.stage(ebpf, &mut staged, ch, &mut new_svcs)?;
+        }
+        // Phase 2: compute the tables and check capacity.
+        let mut tables: BTreeMap<ServiceKey, (Vec<Pick>, Vec<SchedDest>)> = BTreeMap::new();
+        let mut slots_needed: u64 = 0;
+        let mut new_dests: u64 = 0;
+        for (key, st) in &staged {
+            let Some(st) = st else { continue };
+            let list = st.sched_list();
+            let table = st.sched.table(&list, self.limits.max_period).map_err(|e| {
+                FastPathError::Unsupported(format!("{key}: {e}"))
+            })?;
+            slots_needed += table.len() as u64 + 1;
+            new_dests += st.dests.iter().filter(|d| d.id.is_none()).count() as u64;
+            tables.insert(*key, (table, list));
+        }
+        if slots_needed > self.regions.free_slots() {
+            return Err(FastPathError::Full(format!(
+                "scheduler tables need {slots_needed} slots, {} free (raise --sched-slots)",
+                self.regions.free_slots()
+            )));
+        }
+        let live_dests: u64 = self.services.values().map(|s| s.dests.len() as u64).sum();
+        if live_dests + new_dests > self.limits.max_dests as u64 {
+            return Err(FastPathError::Full(format!(
+                "{} destinations exceed the fast path's {} (raise --max-dests)",
+                live_dests + new_dests,
+                self.limits.max_dests
+            )));
+        }
+        if self.services.len() as u64 + new_svcs as u64 > self.limits.max_services as u64 {
+            return Err(FastPathError::Full(format!(
+                "more than {} services (raise --max-services)",
+                self.limits.max_services
+            )));
+        }
+        // Phase 3: write.
+        self.reap_retired(false);
+        for (key, st) in staged {
+            match st {
+                None => self.remove_service(ebpf, &key)?,
+                Some(st) => {
+                    let (table, list) = tables.remove(&key).expect("table computed above");
+                    self.publish(ebpf, key, st, table, list)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stage(
+        &self,
+        ebpf: &Ebpf,
+        staged: &mut BTreeMap<ServiceKey, Option<SvcState>>,
+        ch: &Change,
+        new_svcs: &mut u32,
+    ) -> Result<(), FastPathError> {
+        let key = match ch {
+            Change::AddService(k, _)
+            | Change::EditService(k, _)
+            | Change::DelService(k)
+            | Change::AddDest(k, _)
+            | Change::EditDest(k, _)
+            | Change::DelDest(k, _) => *k,
+        };
+        if !staged.contains_key(&key) {
+            staged.insert(key, self.services.get(&key).cloned());
+        }
+        let slot = staged.get_mut(&key).unwrap();
+        match ch {
+            Change::AddService(k, cfg) => {
+                if slot.is_some() {
+                    return Err(FastPathError::Table(format!("Service already exists: {k}")));
+                }
+                if let Some(r) = unsupported_reason(k, cfg, &[]) {
+                    return Err(FastPathError::Unsupported(format!("{k}: {r}")));
+                }
+                let ServiceKey::Inet { proto, addr, port } = k else { unreachable!() };
+                let kind = SchedKind::from_config(cfg).expect("checked supported");
+                *new_svcs += 1;
+                *slot = Some(SvcState {
+                    svc_id: u32::MAX,
+                    proto: *proto,
+                    vip: l4(addr, *port, *proto),
+                    config: cfg.clone(),
+                    kind,
+                    dests: Vec::new(),
+                    sched: ServiceSched::new(kind),
+                    table: Vec::new(),
+                    table_list: Vec::new(),
+                    region: None,
+                    advanced: true,
+                    retired: DestStats::default(),
+                });
+            }
+            Change::EditService(k, cfg) => {
+                let st = slot
+                    .as_mut()
+                    .ok_or_else(|| FastPathError::Table(format!("No such service: {k}")))?;
+                let dests: Vec<Destination> = st.dests.iter().map(|d| d.dest.clone()).collect();
+                if let Some(r) = unsupported_reason(k, cfg, &dests) {
+                    return Err(FastPathError::Unsupported(format!("{k}: {r}")));
+                }
+                let kind = SchedKind::from_config(cfg).expect("checked supported");
+                if cfg.scheduler != st.config.scheduler {
+                    // The kernel binds a fresh scheduler instance: its state starts over.
+                    st.sched = ServiceSched::new(kind);
+                    let list = st.sched_list();
+                    st.sched.on_change(&[], &list);
+                    st.advanced = true;
+                } else {
+                    advance(ebpf, st)?;
+                    if matches!(kind, SchedKind::Sh { .. }) {
+                        // sh keeps no state; its flags shape the table.
+                        st.sched = ServiceSched::new(kind);
+                    }
+                }
+                st.kind = kind;
+                st.config = cfg.clone();
+            }
+            Change::DelService(k) => {
+                if slot.is_none() {
+                    return Err(FastPathError::Table(format!("No such service: {k}")));
+                }
+                *slot = None;
+            }
+            Change::AddDest(k, d) => {
+                let st = slot
+                    .as_mut()
+                    .ok_or_else(|| FastPathError::Table(format!("No such service: {k}")))?;
+                if let Some(r) = unsupported_dest_reason(d) {
+                    return Err(FastPathError::Unsupported(format!("{k}: {r}")));
+                }
+                advance(ebpf, st)?;
+                let before = st.sched_list();
+                st.dests.insert(
+                    0,
+                    DestEntry {
+                        dest: d.clone(),
+                        id: None,
+                    },
+                );
+                st.sched.on_change(&before, &st.sched_list());
+            }
+            Change::EditDest(k, d) => {
+                let st = slot
+                    .as_mut()
+                    .ok_or_else(|| FastPathError::Table(format!("No such service: {k}")))?;
+                if let Some(r) = unsupported_dest_reason(d) {
+                    return Err(FastPathError::Unsupported(format!("{k}: {r}")));
+                }
+                advance(ebpf, st)?;
+                let before = st.sched_list();
+                let e = st
+                    .dests
+                    .iter_mut()
+                    .find(|e| e.dest.id() == d.id())
+                    .ok_or_else(|| FastPathError::Table(format!("{k}: no such destination")))?;
+                e.dest = d.clone();
+                st.sched.on_change(&before, &st.sched_list());
+            }
+            Change::DelDest(k, id) => {
+                let st = slot
+                    .as_mut()
+                    .ok_or_else(|| FastPathError::Table(format!("No such service: {k}")))?;
+                advance(ebpf, st)?;
+                let before = st.sched_list();
+                let i = st
+                    .dests
+                    .iter()
+                    .position(|e| e.dest.id() == *id)
+                    .ok_or_else(|| FastPathError::Table(format!("{k}: no such destination")))?;
+                st.dests.remove(i);
+                st.sched.on_change(&before, &st.sched_list());
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        ebpf: &mut Ebpf,
+        key: ServiceKey,
+        mut st: SvcState,
+        table: Vec<Pick>,
+        list: Vec<SchedDest>,
+    ) -> Result<(), FastPathError> {
+        let old = self.services.remove(&key);
+        if st.svc_id == u32::MAX {
+            st.svc_id = self.svc_ids.alloc().expect("capacity checked");
+        }
+        // New destinations: ids, DESTS entries and zeroed counters, before any table names them.
+        for e in st.dests.iter_mut().filter(|e| e.id.is_none()) {
+            let id = self.dest_ids.alloc().expect("capacity checked");
+            let gen = self.dest_gen.entry(id).and_modify(|g| *g = g.wrapping_add(1)).or_insert(1);
+            let v = DestValue {
+                addr: u32::from(v4(&e.dest.addr)).to_be(),
+                port: e.dest.port.to_be(),
+                flags: DEST_F_LIVE,
+                _pad: 0,
+                gen: *gen,
+                svc_id: st.svc_id,
+            };
+            zero_dest_stats(ebpf, id)?;
+            dests_map(ebpf)?.set(id, v, 0).map_err(map_err("DESTS"))?;
+            let b = l4(&e.dest.addr, e.dest.port, st.proto);
+            self.backend_ref(ebpf, b, true)?;
+            e.id = Some(id);
+        }
+        // The table, into a fresh region: header slot (reserved for the scheduler's state at
+        // creation) then one slot per pick.
+        let len = table.len() as u32;
+        let off = self.regions.alloc(len + 1).expect("capacity checked");
+        {
+            let mut slots = slots_map(ebpf)?;
+            slots
+                .set(off, SchedSlot { dest_id: NO_DEST, aux: 0 }, 0)
+                .map_err(map_err("SCHED_SLOTS"))?;
+            for (i, p) in table.iter().enumerate() {
+                let dest_id = match p.dest {
+                    Some(ix) => {
+                        let k = list[ix].key;
+                        st.dests
+                            .iter()
+                            .find(|e| (e.dest.addr, e.dest.port) == k)
+                            .and_then(|e| e.id)
+                            .unwrap_or(NO_DEST)
+                    }
+                    None => NO_DEST,
+                };
+                slots
+                    .set(off + 1 + i as u32, SchedSlot { dest_id, aux: p.aux }, 0)
+                    .map_err(map_err("SCHED_SLOTS"))?;
+            }
+        }
+        let value = SvcValue {
+            svc_id: st.svc_id,
+            sched: st.bpf_sched(),
+            flags: st.bpf_flags(),
+            _pad: 0,
+            table_off: off + 1,
+            table_len: len,
+            cursor: 0,
+        };
+        services_map(ebpf)?
+            .insert(st.vip, value, 0)
+            .map_err(map_err("SERVICES"))?;
+        if let Some((o, l)) = st.region.replace((off, len + 1)) {
+            self.retiring.push((Instant::now(), o, l));
+        }
+        st.table = table;
+        st.table_list = list;
+        st.advanced = false;
+        // Destinations that went away: expire their connections, keep their counters.
+        if let Some(old) = old {
+            let kept: HashSet<u32> = st.dests.iter().filter_map(|e| e.id).collect();
+            for e in old.dests.iter().filter(|e| e.id.is_some_and(|id| !kept.contains(&id))) {
+                let id = e.id.unwrap();
+                st.retired_add(read_dest_stats(ebpf, id)?);
+                self.kill_dest(ebpf, id, l4(&e.dest.addr, e.dest.port, st.proto))?;
+            }
+        }
+        self.services.insert(key, st);
+        Ok(())
+    }
+
+    fn remove_service(&mut self, ebpf: &mut Ebpf, key: &ServiceKey) -> Result<(), FastPathError> {
+        let Some(st) = self.services.remove(key) else {
+            return Ok(());
+        };
+        services_map(ebpf)?.remove(&st.vip).map_err(map_err("SERVICES"))?;
+        for e in &st.dests {
+            if let Some(id) = e.id {
+                self.kill_dest(ebpf, id, l4(&e.dest.addr, e.dest.port, st.proto))?;
+            }
+        }
+        if let Some((o, l)) = st.region {
+            self.retiring.push((Instant::now(), o, l));
+        }
+        self.svc_ids.free(st.svc_id);
+        Ok(())
+    }
+
+    fn kill_dest(&mut self, ebpf: &mut Ebpf, id: u32, backend: L4Addr) -> Result<(), FastPathError> {
+        let mut dests = dests_map(ebpf)?;
+        let mut v = dests.get(&id, 0).map_err(map_err("DESTS"))?;
+        v.flags &= !DEST_F_LIVE;
+        dests.set(id, v, 0).map_err(map_err("DESTS"))?;
+        self.dest_ids.free(id);
+        self.backend_ref(ebpf, backend, false)
+    }
+
+    fn backend_ref(&mut self, ebpf: &mut Ebpf, b: L4Addr, add: bool) -> Result<(), FastPathError> {
+        let mut map: HashMap<&mut MapData, L4Addr, u32> = typed(ebpf, names::BACKENDS)?;
+        let n = self.backends.entry(b).or_insert(0);
+        if add {
+            *n += 1;
+            if *n == 1 {
+                map.insert(b, 1, 0).map_err(map_err("BACKENDS"))?;
+            }
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.backends.remove(&b);
+                let _ = map.remove(&b);
+            }
+        }
+        Ok(())
+    }
+
+    fn reap_retired(&mut self, all: bool) {
+        let now = Instant::now();
+        let regions = &mut self.regions;
+        self.retiring.retain(|&(t, o, l)| {
+            if all || now.duration_since(t) >= RETIRE_GRACE {
+                regions.free(o, l);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Counters of a service (its live destinations plus those deleted) and of each live
+    /// destination, in list order.
+    pub fn counters(
+        &self,
+        ebpf: &Ebpf,
+        key: &ServiceKey,
+    ) -> Result<Option<(Counters, Vec<((IpAddr, u16), Counters)>)>, FastPathError> {
+        let Some(st) = self.services.get(key) else {
+            return Ok(None);
+        };
+        let mut total = Counters::default();
+        total.add(&st.retired);
+        let mut per = Vec::new();
+        for e in &st.dests {
+            let mut c = Counters::default();
+            if let Some(id) = e.id {
+                c.add(&read_dest_stats(ebpf, id)?);
+            }
+            total.conns += c.conns;
+            total.inpkts += c.inpkts;
+            total.outpkts += c.outpkts;
+            total.inbytes += c.inbytes;
+            total.outbytes += c.outbytes;
+            per.push((e.dest.id(), c));
+        }
+        Ok(Some((total, per)))
+    }
+
+    /// Zeroes the counters of one service or of all (ipvsadm -Z).
+    pub fn zero(&mut self, ebpf: &mut Ebpf, key: Option<&ServiceKey>) -> Result<(), FastPathError> {
+        let ids: Vec<u32> = self
+            .services
+            .iter_mut()
+            .filter(|(k, _)| key.is_none_or(|want| *k == want))
+            .flat_map(|(_, st)| {
+                st.retired = DestStats::default();
+                st.dests.iter().filter_map(|e| e.id).collect::<Vec<_>>()
+            })
+            .collect();
+        for id in ids {
+            zero_dest_stats(ebpf, id)?;
+        }
+        Ok(())
+    }
+
+    /// Which service and destination a destination id belongs to (for connection listings).
+    pub fn dest_by_id(&self) -> StdHashMap<u32, (ServiceKey, (IpAddr, u16))> {
+        let mut m = StdHashMap::new();
+        for (k, st) in &self.services {
+            for e in &st.dests {
+                if let Some(id) = e.id {
+                    m.insert(id, (*k, e.dest.id()));
+                }
+            }
+        }
+        m
+    }
+}
+
+impl SvcState {
+    fn retired_add(&mut self, s: DestStats) {
+        self.retired.conns += s.conns;
+        self.retired.inpkts += s.inpkts;
+        self.retired.outpkts += s.outpkts;
+        self.retired.inbytes += s.inbytes;
+        self.retired.outbytes += s.outbytes;
+    }
+}
+
+/// Moves the scheduler state past the picks the fast path made from the published table.
+fn advance(ebpf: &Ebpf, st: &mut SvcState) -> Result<(), FastPathError> {
+    if st.advanced {
+        return Ok(());
+    }
+    st.advanced = true;
+    if st.region.is_none() {
+        return Ok(());
+    }
+    let map: HashMap<&MapData, L4Addr, SvcValue> = typed_ref(ebpf, names::SERVICES)?;
+    let v = map.get(&st.vip, 0).map_err(map_err("SERVICES"))?;
+    st.sched.advance(&st.table_list, &st.table, v.cursor);
+    Ok(())
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> FastPathError {
+    move |e| FastPathError::Map(format!("{name}: {e}"))
+}
+
+pub(crate) fn typed<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<T, FastPathError>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf
+        .map_mut(name)
+        .ok_or_else(|| FastPathError::Map(format!("map {name} missing from the object")))?;
+    T::try_from(m).map_err(|e| FastPathError::Map(format!("{name}: {e}")))
+}
+
+pub(crate) fn typed_ref<'a, T>(ebpf: &'a Ebpf, name: &str) -> Result<T, FastPathError>
+where
+    T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf
+        .map(name)
+        .ok_or_else(|| FastPathError::Map(format!("map {name} missing from the object")))?;
+    T::try_from(m).map_err(|e| FastPathError::Map(format!("{name}: {e}")))
+}
+
+fn services_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, L4Addr, SvcValue>, FastPathError> {
+    typed(ebpf, names::SERVICES)
+}
+
+fn slots_map(ebpf: &mut Ebpf) -> Result<Array<&mut MapData, SchedSlot>, FastPathError> {
+    typed(ebpf, names::SCHED_SLOTS)
+}
+
+fn dests_map(ebpf: &mut Ebpf) -> Result<Array<&mut MapData, DestValue>, FastPathError> {
+    typed(ebpf, names::DESTS)
+}
+
+fn zero_dest_stats(ebpf: &mut Ebpf, id: u32) -> Result<(), FastPathError> {
+    let n = nr_cpus().map_err(|(_, e)| FastPathError::Map(format!("nr_cpus: {e}")))?;
+    let mut m: PerCpuArray<&mut MapData, DestStats> = typed(ebpf, names::DEST_STATS)?;
+    let zeros = PerCpuValues::try_from(vec![DestStats::default(); n])
+        .map_err(|e| FastPathError::Map(format!("DEST_STATS: {e}")))?;
+    m.set(id, zeros, 0).map_err(map_err("DEST_STATS"))
+}
+
+fn read_dest_stats(ebpf: &Ebpf, id: u32) -> Result<DestStats, FastPathError> {
+    let m: PerCpuArray<&MapData, DestStats> = typed_ref(ebpf, names::DEST_STATS)?;
+    let per = m.get(&id, 0).map_err(map_err("DEST_STATS"))?;
+    let mut s = DestStats::default();
+    for v in per.iter() {
+        s.conns += v.conns;
+        s.inpkts += v.inpkts;
+        s.outpkts += v.outpkts;
+        s.inbytes += v.inbytes;
+        s.outbytes += v.outbytes;
+    }
+    Ok(s)
+}

@@ -1,0 +1,320 @@
+//! The fast path from userspace: load the BPF object, size and pin its maps, attach the XDP
+//! programs, mirror the table into the maps (engine.rs), read counters and connections back.
+
+pub mod alloc;
+pub mod conns;
+pub mod engine;
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, DevMapHash, MapData};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use lb_common::{map_names as names, Config, CFG_F_FIB_REDIRECT, N_TIMEOUTS, UDP_STATE};
+
+pub use engine::{unsupported_reason, Counters, Engine, Limits};
+
+use crate::model::Change;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FastPathError {
+    #[error("loading the BPF programs failed: {0}")]
+    Load(String),
+    #[error("cannot attach to interface {iface}: {msg}")]
+    Attach { iface: String, msg: String },
+    #[error("BPF map error: {0}")]
+    Map(String),
+    #[error("not supported by the fast path: {0}")]
+    Unsupported(String),
+    #[error("fast path table full: {0}")]
+    Full(String),
+    #[error("{0}")]
+    Table(String),
+}
+
+/// Sizes and behaviour of one fast-path instance.
+#[derive(Clone, Debug)]
+pub struct FastPathConfig {
+    pub max_services: u32,
+    pub max_dests: u32,
+    /// Slots shared by all scheduler tables (sh takes 257 per service, rr/wrr period + 1).
+    pub sched_slots: u32,
+    /// Connection table entries (CONNS and REPLIES each).
+    pub conn_table_size: u32,
+    pub max_period: usize,
+    /// Forward rewritten packets by FIB lookup + redirect (else always to the kernel stack).
+    pub fib_redirect: bool,
+    /// Where to pin the maps (None: not pinned, they die with the process).
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl Default for FastPathConfig {
+    fn default() -> Self {
+        FastPathConfig {
+            max_services: 65_536,
+            max_dests: 1 << 19,
+            sched_slots: 1 << 22,
+            conn_table_size: 1 << 20,
+            max_period: 1 << 16,
+            fib_redirect: true,
+            pin_dir: None,
+        }
+    }
+}
+
+/// How a program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// XDP in the driver (veth, most NICs).
+    Native,
+    /// XDP in the generic (skb) path: any device, slower.
+    Generic,
+}
+
+pub struct FastPath {
+    ebpf: Ebpf,
+    engine: Engine,
+    config: FastPathConfig,
+}
+
+const MAP_NAMES: [&str; 10] = [
+    names::SERVICES,
+    names::SCHED_SLOTS,
+    names::DESTS,
+    names::DEST_STATS,
+    names::BACKENDS,
+    names::CONNS,
+    names::REPLIES,
+    names::CONFIG,
+    names::TX_PORTS,
+    names::PATH_STATS,
+];
+
+impl FastPath {
+    /// Loads the programs and creates (or, when pinned, re-opens) the maps.
+    pub fn load(config: FastPathConfig) -> Result<FastPath, FastPathError> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(names::SERVICES, config.max_services)
+            .map_max_entries(names::BACKENDS, config.max_dests)
+            .map_max_entries(names::DESTS, config.max_dests)
+            .map_max_entries(names::DEST_STATS, config.max_dests)
+            .map_max_entries(names::SCHED_SLOTS, config.sched_slots)
+            .map_max_entries(names::CONNS, config.conn_table_size)
+            .map_max_entries(names::REPLIES, config.conn_table_size);
+        let pins: Vec<(&str, PathBuf)> = match &config.pin_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    FastPathError::Load(format!("cannot create pin directory {}: {e}", dir.display()))
+                })?;
+                MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (n, p) in &pins {
+            loader.map_pin_path(n, p.as_path());
+        }
+        let mut ebpf = loader
+            .load(crate::bpf_object::object())
+            .map_err(|e| FastPathError::Load(explain_load_error(&e)))?;
+        for prog in ["xvs_xdp", "xvs_pass"] {
+            let p: &mut Xdp = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
+            p.load().map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
+        }
+        let engine = Engine::new(Limits {
+            max_services: config.max_services,
+            max_dests: config.max_dests,
+            sched_slots: config.sched_slots,
+            max_period: config.max_period,
+        });
+        let mut fp = FastPath {
+            ebpf,
+            engine,
+            config,
+        };
+        let mut cfg = Config::default();
+        if !fp.config.fib_redirect {
+            cfg.flags &= !CFG_F_FIB_REDIRECT;
+        }
+        fp.write_config(cfg)?;
+        Ok(fp)
+    }
+
+    pub fn config(&self) -> &FastPathConfig {
+        &self.config
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Mirrors a batch of table changes into the maps; on error nothing was written.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<(), FastPathError> {
+        self.engine.apply(&mut self.ebpf, changes)
+    }
+
+    pub fn counters(
+        &self,
+        key: &crate::model::ServiceKey,
+    ) -> Result<Option<(Counters, Vec<((std::net::IpAddr, u16), Counters)>)>, FastPathError> {
+        self.engine.counters(&self.ebpf, key)
+    }
+
+    pub fn zero(&mut self, key: Option<&crate::model::ServiceKey>) -> Result<(), FastPathError> {
+        self.engine.zero(&mut self.ebpf, key)
+    }
+
+    fn read_config(&self) -> Result<Config, FastPathError> {
+        let m: Array<&MapData, Config> = engine::typed_ref(&self.ebpf, names::CONFIG)?;
+        m.get(&0, 0).map_err(|e| FastPathError::Map(format!("CONFIG: {e}")))
+    }
+
+    fn write_config(&mut self, cfg: Config) -> Result<(), FastPathError> {
+        let mut m: Array<&mut MapData, Config> = engine::typed(&mut self.ebpf, names::CONFIG)?;
+        m.set(0, cfg, 0).map_err(|e| FastPathError::Map(format!("CONFIG: {e}")))
+    }
+
+    /// `ipvsadm --set tcp tcpfin udp` (seconds; 0 leaves a value unchanged, as ipvsadm does).
+    pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) -> Result<(), FastPathError> {
+        let mut cfg = self.read_config()?;
+        let ns = |s: u32| s as u64 * 1_000_000_000;
+        if tcp != 0 {
+            cfg.timeouts_ns[lb_common::tcp_state::ESTABLISHED as usize] = ns(tcp);
+        }
+        if tcpfin != 0 {
+            cfg.timeouts_ns[lb_common::tcp_state::FIN_WAIT as usize] = ns(tcpfin);
+        }
+        if udp != 0 {
+            cfg.timeouts_ns[UDP_STATE as usize] = ns(udp);
+        }
+        self.write_config(cfg)
+    }
+
+    /// (tcp, tcpfin, udp) timeouts in seconds.
+    pub fn timeouts(&self) -> Result<(u32, u32, u32), FastPathError> {
+        let t = self.read_config()?.timeouts_ns;
+        let s = |i: u8| (t[i as usize] / 1_000_000_000) as u32;
+        Ok((
+            s(lb_common::tcp_state::ESTABLISHED),
+            s(lb_common::tcp_state::FIN_WAIT),
+            s(UDP_STATE),
+        ))
+    }
+
+    /// Per-state idle timeouts in nanoseconds, as the BPF side applies them.
+    pub fn timeouts_ns(&self) -> Result<[u64; N_TIMEOUTS], FastPathError> {
+        Ok(self.read_config()?.timeouts_ns)
+    }
+
+    /// Attaches the balancer to an interface. A redirect may then transmit on it (it is added
+    /// to TX_PORTS) when `redirect_ok`: see README on veth and XDP redirects.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode, redirect_ok: bool) -> Result<(), FastPathError> {
+        let xdp_mode = match mode {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        };
+        let ifindex = ifindex(iface)?;
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut("xvs_xdp")
+            .expect("loaded")
+            .try_into()
+            .expect("xdp");
+        p.attach(iface, xdp_mode).map_err(|e| FastPathError::Attach {
+            iface: iface.to_string(),
+            msg: format!("{e:#}"),
+        })?;
+        if redirect_ok {
+            let mut tx: DevMapHash<&mut MapData> = engine::typed(&mut self.ebpf, names::TX_PORTS)?;
+            tx.insert(ifindex, ifindex, None, 0)
+                .map_err(|e| FastPathError::Map(format!("TX_PORTS: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the pass-through program (for the peer of a veth that redirects deliver to).
+    pub fn attach_pass(&mut self, iface: &str, mode: AttachMode) -> Result<(), FastPathError> {
+        let xdp_mode = match mode {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        };
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut("xvs_pass")
+            .expect("loaded")
+            .try_into()
+            .expect("xdp");
+        p.attach(iface, xdp_mode).map(|_| ()).map_err(|e| FastPathError::Attach {
+            iface: iface.to_string(),
+            msg: format!("{e:#}"),
+        })
+    }
+
+    /// The packet-path counters (lb_common::path::*), summed over CPUs.
+    pub fn path_stats(&self) -> Result<Vec<u64>, FastPathError> {
+        let m: aya::maps::PerCpuArray<&MapData, u64> = engine::typed_ref(&self.ebpf, names::PATH_STATS)?;
+        (0..lb_common::path::N)
+            .map(|i| {
+                m.get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .map_err(|e| FastPathError::Map(format!("PATH_STATS: {e}")))
+            })
+            .collect()
+    }
+
+    /// Removes the pinned maps of this instance (the programs detach when it is dropped).
+    pub fn unpin(&self) -> Result<(), FastPathError> {
+        if let Some(dir) = &self.config.pin_dir {
+            remove_pins(dir)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn remove_pins(dir: &Path) -> Result<(), FastPathError> {
+    for n in MAP_NAMES {
+        let p = dir.join(n);
+        if p.exists() {
+            std::fs::remove_file(&p)
+                .map_err(|e| FastPathError::Map(format!("unpin {}: {e}", p.display())))?;
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
+}
+
+pub fn ifindex(iface: &str) -> Result<u32, FastPathError> {
+    let c = std::ffi::CString::new(iface).map_err(|_| FastPathError::Attach {
+        iface: iface.to_string(),
+        msg: "invalid interface name".into(),
+    })?;
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(FastPathError::Attach {
+            iface: iface.to_string(),
+            msg: "no such interface".into(),
+        });
+    }
+    Ok(i)
+}
+
+fn explain_load_error(e: &aya::EbpfError) -> String {
+    let msg = format!("{e:#}");
+    if msg.contains("Operation not permitted") || msg.contains("EPERM") {
+        format!("{msg} (needs root, or CAP_BPF and CAP_NET_ADMIN)")
+    } else {
+        msg
+    }
+}

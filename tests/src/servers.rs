@@ -1,0 +1,165 @@
+//! Tiny TCP and UDP servers that answer every line or datagram with their own name, and the
+//! client calls that talk to them. Servers stop when their handle is dropped.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crate::netns::Netns;
+
+const POLL: Duration = Duration::from_millis(5);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct Server {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Serves TCP and UDP on `port` inside `ns`, answering `name\n`.
+pub fn serve(ns: &Netns, port: u16, name: &str) -> Server {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tcp, udp) = ns.enter(|| {
+        let t = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+        let u = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+        (t, u)
+    });
+    tcp.set_nonblocking(true).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let (s1, n1) = (stop.clone(), name.to_string());
+    thread::spawn(move || {
+        while !s1.load(Ordering::SeqCst) {
+            match tcp.accept() {
+                Ok((conn, _)) => {
+                    let (s, n) = (s1.clone(), n1.clone());
+                    thread::spawn(move || serve_conn(conn, &n, &s));
+                }
+                Err(_) => thread::sleep(POLL),
+            }
+        }
+    });
+    let (s2, n2) = (stop.clone(), name.to_string());
+    thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !s2.load(Ordering::SeqCst) {
+            if let Ok((_, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(format!("{n2}\n").as_bytes(), from);
+            }
+        }
+    });
+    Server { stop }
+}
+
+fn serve_conn(conn: TcpStream, name: &str, stop: &AtomicBool) {
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        match r.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if w.write_all(format!("{name}\n").as_bytes()).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// A TCP connection made from inside a namespace, kept open for several exchanges.
+pub struct Conn {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Conn {
+    pub fn open(ns: &Netns, src: Option<Ipv4Addr>, dst: SocketAddrV4) -> std::io::Result<Conn> {
+        let s = ns.enter(|| connect(src, dst))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        Ok(Conn {
+            w: s.try_clone()?,
+            r: BufReader::new(s),
+        })
+    }
+
+    /// Sends a line, returns the answer (the backend's name).
+    pub fn ask(&mut self) -> std::io::Result<String> {
+        self.w.write_all(b"hi\n")?;
+        let mut line = String::new();
+        self.r.read_line(&mut line)?;
+        Ok(line.trim().to_string())
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.w.peer_addr().unwrap()
+    }
+}
+
+fn connect(src: Option<Ipv4Addr>, dst: SocketAddrV4) -> std::io::Result<TcpStream> {
+    match src {
+        None => TcpStream::connect_timeout(&dst.into(), IO_TIMEOUT),
+        Some(a) => {
+            // std has no bind-before-connect; do it with libc.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: port.to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                let local = sa(a, 0);
+                let remote = sa(*dst.ip(), dst.port());
+                if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0
+                    || libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0
+                {
+                    let e = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    return Err(e);
+                }
+                use std::os::fd::FromRawFd;
+                Ok(TcpStream::from_raw_fd(fd))
+            }
+        }
+    }
+}
+
+/// One TCP request on a new connection: which backend answered.
+pub fn tcp_ask(ns: &Netns, src: Option<Ipv4Addr>, dst: SocketAddrV4) -> String {
+    let mut c = Conn::open(ns, src, dst).unwrap_or_else(|e| panic!("connect {dst}: {e}"));
+    let a = c.ask().unwrap_or_else(|e| panic!("ask {dst}: {e}"));
+    drop(c);
+    a
+}
+
+/// One UDP datagram from a new socket: the answer and the address it came from.
+pub fn udp_ask(ns: &Netns, src: Option<Ipv4Addr>, dst: SocketAddrV4) -> (String, SocketAddr) {
+    let s = ns.enter(|| UdpSocket::bind((src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0))).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.send_to(b"hi\n", dst).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("udp {dst}: {e}"));
+    (String::from_utf8_lossy(&buf[..n]).trim().to_string(), from)
+}
+
+/// Reads whatever is left (for tests that expect a closed connection).
+pub fn drain(mut s: TcpStream) -> std::io::Result<usize> {
+    let mut v = Vec::new();
+    s.read_to_end(&mut v)
+}
