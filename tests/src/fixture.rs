@@ -45,18 +45,27 @@ impl Lb {
 
     pub fn add(&mut self, key: &ServiceKey, addr: &str, port: u16, weight: u32) {
         let ip: IpAddr = addr.parse().unwrap();
-        let ch = self.table.add_dest(key, Destination::masq(ip, port, weight)).unwrap();
+        let ch = self
+            .table
+            .add_dest(key, Destination::masq(ip, port, weight))
+            .unwrap();
         self.commit(ch);
     }
 
     pub fn weight(&mut self, key: &ServiceKey, addr: &str, port: u16, weight: u32) {
         let ip: IpAddr = addr.parse().unwrap();
-        let ch = self.table.edit_dest(key, Destination::masq(ip, port, weight)).unwrap();
+        let ch = self
+            .table
+            .edit_dest(key, Destination::masq(ip, port, weight))
+            .unwrap();
         self.commit(ch);
     }
 
     pub fn del(&mut self, key: &ServiceKey, addr: &str, port: u16) {
-        let ch = self.table.del_dest(key, addr.parse().unwrap(), port).unwrap();
+        let ch = self
+            .table
+            .del_dest(key, addr.parse().unwrap(), port)
+            .unwrap();
         self.commit(ch);
     }
 

@@ -62,7 +62,11 @@ impl Netns {
     pub fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
         let home = File::open("/proc/thread-self/ns/net").expect("own netns");
         let target = File::open(format!("/run/netns/{}", self.name)).expect("netns file");
-        assert_eq!(unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        assert_eq!(
+            unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
         struct Back(File);
         impl Drop for Back {
             fn drop(&mut self) {
@@ -76,7 +80,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -142,7 +148,8 @@ impl Topology {
     /// Adds extra client source addresses 10.10.0.<from>..=<to>.
     pub fn add_client_addrs(&self, from: u8, to: u8) {
         for i in from..=to {
-            self.client.ip(&["addr", "add", &format!("10.10.0.{i}/24"), "dev", "c0"]);
+            self.client
+                .ip(&["addr", "add", &format!("10.10.0.{i}/24"), "dev", "c0"]);
         }
     }
 }

@@ -91,7 +91,14 @@ impl Pkt {
         l4[2..4].copy_from_slice(&self.dport.to_be_bytes());
         if self.proto == TCP {
             l4[4..8].copy_from_slice(&1000u32.to_be_bytes()); // seq
-            l4[8..12].copy_from_slice(&(if self.tcp_flags & ACK != 0 { 2000u32 } else { 0 }).to_be_bytes());
+            l4[8..12].copy_from_slice(
+                &(if self.tcp_flags & ACK != 0 {
+                    2000u32
+                } else {
+                    0
+                })
+                .to_be_bytes(),
+            );
             l4[12] = 5 << 4;
             l4[13] = self.tcp_flags;
             l4[14..16].copy_from_slice(&64240u16.to_be_bytes());

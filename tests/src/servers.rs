@@ -31,7 +31,8 @@ pub fn serve(ns: &Netns, port: u16, name: &str) -> Server {
         (t, u)
     });
     tcp.set_nonblocking(true).unwrap();
-    udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let (s1, n1) = (stop.clone(), name.to_string());
     thread::spawn(move || {
         while !s1.load(Ordering::SeqCst) {
@@ -58,7 +59,8 @@ pub fn serve(ns: &Netns, port: u16, name: &str) -> Server {
 
 fn serve_conn(conn: TcpStream, name: &str, stop: &AtomicBool) {
     conn.set_nonblocking(false).unwrap();
-    conn.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     let mut line = String::new();
@@ -150,11 +152,15 @@ pub fn tcp_ask(ns: &Netns, src: Option<Ipv4Addr>, dst: SocketAddrV4) -> String {
 
 /// One UDP datagram from a new socket: the answer and the address it came from.
 pub fn udp_ask(ns: &Netns, src: Option<Ipv4Addr>, dst: SocketAddrV4) -> (String, SocketAddr) {
-    let s = ns.enter(|| UdpSocket::bind((src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0))).unwrap();
+    let s = ns
+        .enter(|| UdpSocket::bind((src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0)))
+        .unwrap();
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.send_to(b"hi\n", dst).unwrap();
     let mut buf = [0u8; 1500];
-    let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("udp {dst}: {e}"));
+    let (n, from) = s
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("udp {dst}: {e}"));
     (String::from_utf8_lossy(&buf[..n]).trim().to_string(), from)
 }
 

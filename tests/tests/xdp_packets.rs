@@ -91,7 +91,9 @@ fn checksums_stay_valid_over_many_addresses_and_ports() {
 
 /// Sends one SYN per client port and returns the destination each was sent to.
 fn sequence(lb: &mut Lb, key: &ServiceKey, n: u16, base_port: u16) -> Vec<String> {
-    let ServiceKey::Inet { port, .. } = key else { unreachable!() };
+    let ServiceKey::Inet { port, .. } = key else {
+        unreachable!()
+    };
     (0..n)
         .map(|i| {
             let p = Pkt::tcp(("10.9.0.2", base_port + i), (VIP, *port), SYN);
@@ -126,7 +128,9 @@ fn wrr_matches_the_kernel_sequence() {
     lb.add(&k, "10.1.0.2", 8080, 2);
     lb.add(&k, "10.1.0.3", 8080, 1);
     let names = |v: Vec<String>| -> Vec<String> {
-        v.into_iter().map(|a| format!("rs{}", &a[a.len() - 1..])).collect()
+        v.into_iter()
+            .map(|a| format!("rs{}", &a[a.len() - 1..]))
+            .collect()
     };
     assert_eq!(
         names(sequence(&mut lb, &k, 12, 2000)).join(" "),
@@ -285,22 +289,42 @@ fn counters_and_connection_states_follow_the_kernel() {
     lb.run(&syn);
     let conns = lb.fp.connections().unwrap();
     assert_eq!(conns.len(), 1);
-    assert_eq!(lb_user::fastpath::conns::state_name(conns[0].state), "SYN_RECV");
-    assert!(!conns[0].active(), "a new connection counts as inactive until ESTABLISHED");
+    assert_eq!(
+        lb_user::fastpath::conns::state_name(conns[0].state),
+        "SYN_RECV"
+    );
+    assert!(
+        !conns[0].active(),
+        "a new connection counts as inactive until ESTABLISHED"
+    );
     let synack = Pkt::tcp(("10.1.0.1", 8080), c, SYN | ACK).build();
     lb.run(&synack);
     let ack = Pkt::tcp(c, (VIP, 80), ACK).build();
     lb.run(&ack);
     let conns = lb.fp.connections().unwrap();
-    assert_eq!(lb_user::fastpath::conns::state_name(conns[0].state), "ESTABLISHED");
+    assert_eq!(
+        lb_user::fastpath::conns::state_name(conns[0].state),
+        "ESTABLISHED"
+    );
     assert!(conns[0].active());
     let counts = lb.fp.conn_counts().unwrap();
     assert_eq!(counts.values().copied().collect::<Vec<_>>(), [(1, 0)]);
     let fin = Pkt::tcp(c, (VIP, 80), FIN | ACK).build();
     lb.run(&fin);
     let conns = lb.fp.connections().unwrap();
-    assert_eq!(lb_user::fastpath::conns::state_name(conns[0].state), "CLOSE_WAIT");
-    assert_eq!(lb.fp.conn_counts().unwrap().values().copied().collect::<Vec<_>>(), [(0, 1)]);
+    assert_eq!(
+        lb_user::fastpath::conns::state_name(conns[0].state),
+        "CLOSE_WAIT"
+    );
+    assert_eq!(
+        lb.fp
+            .conn_counts()
+            .unwrap()
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        [(0, 1)]
+    );
 
     let (total, per) = lb.fp.counters(&vip_tcp()).unwrap().unwrap();
     let len = |f: &Vec<u8>| (f.len() - 14) as u64;
@@ -333,7 +357,10 @@ fn time_wait_connection_is_rescheduled_by_a_new_syn() {
         "TIME_WAIT"
     );
     let (_, out) = lb.run(&Pkt::tcp(c, (VIP, 80), SYN).build());
-    assert_eq!(out[33], 1, "conn_reuse_mode: the SYN is scheduled anew (rr moves on)");
+    assert_eq!(
+        out[33], 1,
+        "conn_reuse_mode: the SYN is scheduled anew (rr moves on)"
+    );
     assert_eq!(lb.path(path::CONN_REUSED), 1);
 }
 
@@ -345,7 +372,11 @@ fn expired_connections_are_reclaimed() {
     assert_eq!(lb.fp.connections().unwrap().len(), 1);
     assert_eq!(lb.fp.reclaim_expired().unwrap(), 0);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_eq!(lb.fp.connections().unwrap().len(), 0, "expired entries are not listed");
+    assert_eq!(
+        lb.fp.connections().unwrap().len(),
+        0,
+        "expired entries are not listed"
+    );
     assert_eq!(lb.fp.reclaim_expired().unwrap(), 1);
     // The next datagram is a new connection.
     lb.run(&Pkt::udp(("10.9.0.2", 5000), (VIP, 53)).build());
