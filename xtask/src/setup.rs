@@ -1,0 +1,83 @@
+//! `cargo xtask setup`: installs what a fresh machine lacks to build and test xvs, idempotently,
+//! saying what it installs: Debian packages (LLVM 22 for bpf-linker, iproute2, ethtool), the
+//! nightly toolchain's rust-src, and bpf-linker built against LLVM 22.
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages: LLVM 22 (bpf-linker links it), iproute2 and ethtool (network tests),
+/// bpftool (inspecting maps).
+const APT_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "iproute2", "ethtool", "bpftool"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn ok(cmd: &mut Command) -> bool {
+    cmd.output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let s = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !s.success() {
+        bail!("{cmd:?} failed ({s})");
+    }
+    Ok(())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+pub fn setup() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        println!("setup: Debian packages present ({})", APT_PACKAGES.join(", "));
+    } else {
+        println!("setup: installing Debian packages: {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    if !ok(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        bail!(
+            "the nightly toolchain is missing: `rustup toolchain install nightly` (this project \
+             is tested with nightly 2026-05-19, LLVM 22; a nightly on LLVM 23 needs a matching bpf-linker)"
+        );
+    }
+    let has_src = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("rust-src"))
+        .unwrap_or(false);
+    if has_src {
+        println!("setup: nightly rust-src present");
+    } else {
+        println!("setup: installing nightly rust-src (build-std=core for the BPF target)");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+
+    let linker_ok = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false);
+    if linker_ok {
+        println!("setup: bpf-linker {BPF_LINKER_VERSION} present");
+    } else {
+        println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+        let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+        run(Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            // The build script must find LLVM 22, not a system /usr one.
+            .env("PATH", path)
+            .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22")
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+    }
+    Ok(())
+}

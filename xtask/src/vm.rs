@@ -1,0 +1,1151 @@
+//! Runs test binaries inside a qemu VM that boots a Debian kernel with IPVS (this machine's
+//! own kernel has none). See shared/reference/vm-ipvs.md.
+//!
+//! What it does, all cached under `<repo>/.xtask-cache/vm/` (or `$XVS_VM_CACHE`):
+//! - installs the host tools it needs with apt-get if missing (qemu-system-x86,
+//!   busybox-static, ipvsadm, kmod, iproute2; `--no-install-recommends`);
+//! - fetches the current `linux-image-*-cloud-amd64` with `apt-get download` (not installed),
+//!   unpacks it with `dpkg -x` and runs depmod;
+//! - builds a base initramfs (busybox and its applet links, the IPVS modules and their
+//!   dependencies, ipvsadm and iproute2's `ip` with their libraries, `/init`), keyed by a hash
+//!   of its inputs;
+//! - per run, appends a second cpio archive with the test binaries, extra files and a
+//!   generated `/xvs/run.sh`, boots qemu (TCG), streams the console, and collects the result.
+//!
+//! Inside the VM each test binary runs as root with `XVS_IN_VM=1` and `XVS_VM_OUT=<dir>`;
+//! files it leaves in `$XVS_VM_OUT` come back in [`VmReport::artifacts`] (they travel over a
+//! second serial port, so kernel messages cannot mix into them).
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::hash::Hasher;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Bump when the layout of the base initramfs changes in a way its inputs do not show.
+const BASE_FORMAT: u32 = 1;
+
+const INIT_SH: &str = include_str!("../vm/init.sh");
+
+/// Modules every base initramfs carries (with their dependencies). Loaded on demand by the
+/// kernel (busybox modprobe), or at boot when listed in [`VmOptions::load_modules`].
+pub const BASE_MODULES: &[&str] = &[
+    "ip_vs",
+    "ip_vs_rr",
+    "ip_vs_wrr",
+    "ip_vs_lc",
+    "ip_vs_wlc",
+    "ip_vs_sh",
+    "ip_vs_mh",
+    "ip_vs_dh",
+    "ip_vs_sed",
+    "ip_vs_nq",
+    "ip_vs_lblc",
+    "ip_vs_lblcr",
+    "ip_vs_fo",
+    "ip_vs_ovf",
+    "ip_vs_pe_sip",
+    "crc32c_generic",
+    "veth",
+    "dummy",
+    "sch_ingress",
+    "cls_bpf",
+    "ipip",
+    "ip6_tunnel",
+];
+
+/// Host packages and the files that show they are there.
+const HOST_TOOLS: &[(&str, &[&str])] = &[
+    ("qemu-system-x86", &["qemu-system-x86_64"]),
+    ("busybox-static", &["busybox"]),
+    ("ipvsadm", &["ipvsadm"]),
+    ("kmod", &["depmod", "modprobe"]),
+    ("iproute2", &["ip"]),
+];
+
+/// How to run the VM.
+#[derive(Clone, Debug)]
+pub struct VmOptions {
+    /// Wall-clock limit for boot + tests; the VM is killed after it.
+    pub timeout: Duration,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    /// Extra files: (host path, absolute path in the VM).
+    pub extra_files: Vec<(PathBuf, String)>,
+    /// Environment of the test binaries, beside XVS_IN_VM=1 and XVS_VM_OUT.
+    pub env: Vec<(String, String)>,
+    /// Arguments given to every test binary (e.g. `--test-threads=1`).
+    pub test_args: Vec<String>,
+    /// Modules added to the base initramfs beside [`BASE_MODULES`].
+    pub extra_modules: Vec<String>,
+    /// Modules loaded with modprobe before the tests run.
+    pub load_modules: Vec<String>,
+    /// Stream the serial console to stdout while the VM runs.
+    pub echo: bool,
+    /// Keep the per-run directory (initrd, artifacts) for inspection.
+    pub keep_run_dir: bool,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        VmOptions {
+            timeout: Duration::from_secs(300),
+            memory_mb: 1024,
+            cpus: 1,
+            extra_files: Vec::new(),
+            env: Vec::new(),
+            test_args: Vec::new(),
+            extra_modules: Vec::new(),
+            load_modules: Vec::new(),
+            echo: true,
+            keep_run_dir: false,
+        }
+    }
+}
+
+/// How a VM run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmOutcome {
+    /// Every test binary exited 0.
+    Passed,
+    /// The result line came and named these failing binaries.
+    TestsFailed(Vec<String>),
+    /// The kernel panicked.
+    KernelPanic,
+    /// Killed after [`VmOptions::timeout`].
+    Timeout,
+    /// qemu exited without the result line (crash, early poweroff, init died).
+    NoResult,
+}
+
+/// What a VM run produced.
+#[derive(Clone, Debug)]
+pub struct VmReport {
+    pub outcome: VmOutcome,
+    /// (test binary name, exit code) in run order.
+    pub tests: Vec<(String, i32)>,
+    /// Files the tests left in `$XVS_VM_OUT`, by path relative to it.
+    pub artifacts: BTreeMap<String, Vec<u8>>,
+    /// The whole serial console output.
+    pub console: String,
+    /// The guest kernel's release (uname -r).
+    pub kernel: String,
+    /// Seconds spent fetching/building the kernel and base initramfs (0-ish when cached).
+    pub prepare_secs: f64,
+    /// Seconds from starting qemu to its exit.
+    pub vm_secs: f64,
+}
+
+impl VmReport {
+    pub fn passed(&self) -> bool {
+        self.outcome == VmOutcome::Passed
+    }
+}
+
+/// The repository root (xtask lives one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("XVS_VM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".xtask-cache").join("vm"))
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
+}
+
+// ---------------------------------------------------------------------------------------
+// Host tools
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn tool(name: &str) -> Result<PathBuf> {
+    find_tool(name).ok_or_else(|| anyhow!("{name} not found"))
+}
+
+/// Runs a command, failing with its stderr if it fails.
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn apt_updated() -> &'static std::sync::Mutex<bool> {
+    static DONE: std::sync::OnceLock<std::sync::Mutex<bool>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| std::sync::Mutex::new(false))
+}
+
+fn apt_update() -> Result<()> {
+    let mut done = apt_updated().lock().unwrap();
+    if !*done {
+        eprintln!("vm: apt-get update");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        *done = true;
+    }
+    Ok(())
+}
+
+fn is_static_elf(path: &Path) -> Result<bool> {
+    Ok(elf_interp(&fs::read(path)?).is_none())
+}
+
+/// The PT_INTERP of a 64-bit little-endian ELF file, if it has one (dynamically linked).
+fn elf_interp(b: &[u8]) -> Option<String> {
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
+        return None;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap()) as usize;
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if ph + 56 > b.len() {
+            return None;
+        }
+        if u32::from_le_bytes(b[ph..ph + 4].try_into().unwrap()) == 3 {
+            let (off, size) = (u64_at(ph + 8), u64_at(ph + 32));
+            let s = b.get(off..off + size)?;
+            return Some(String::from_utf8_lossy(s).trim_end_matches('\0').to_string());
+        }
+    }
+    None
+}
+
+/// Installs what is missing of [`HOST_TOOLS`], saying what.
+pub fn ensure_host_tools() -> Result<()> {
+    let mut missing: Vec<&str> = HOST_TOOLS
+        .iter()
+        .filter(|(_, files)| files.iter().any(|f| find_tool(f).is_none()))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if let Some(bb) = find_tool("busybox") {
+        if !is_static_elf(&bb)? && !missing.contains(&"busybox-static") {
+            missing.push("busybox-static");
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "vm: installing host packages: {} (apt-get install --no-install-recommends)",
+        missing.join(" ")
+    );
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    if install().is_err() {
+        apt_update()?;
+        install()?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernel
+
+/// An unpacked Debian kernel package.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// Root of the unpacked package (has boot/ and lib/modules/).
+    pub root: PathBuf,
+    /// Its release, e.g. "6.1.0-41-cloud-amd64".
+    pub release: String,
+    pub vmlinuz: PathBuf,
+}
+
+impl Kernel {
+    fn modules_dir(&self) -> PathBuf {
+        self.root.join("lib/modules").join(&self.release)
+    }
+}
+
+fn apt_field(out: &str, field: &str) -> Option<String> {
+    out.lines()
+        .map(|l| l.trim().trim_start_matches('|'))
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_string())
+}
+
+/// The current cloud kernel package and its candidate version.
+fn current_kernel_package() -> Result<(String, String)> {
+    let query = || -> Result<(String, String)> {
+        let pkg = match std::env::var("XVS_VM_KERNEL_PKG") {
+            Ok(p) => p,
+            Err(_) => {
+                let out = run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?;
+                out.lines()
+                    .map(|l| l.trim().trim_start_matches('|'))
+                    .filter_map(|l| l.strip_prefix("Depends:"))
+                    .map(str::trim)
+                    .find(|p| p.starts_with("linux-image-"))
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("apt-cache names no kernel for linux-image-cloud-amd64"))?
+            }
+        };
+        let policy = run(Command::new("apt-cache").args(["policy", &pkg]))?;
+        let version = apt_field(&policy, "Candidate:")
+            .filter(|v| v != "(none)")
+            .ok_or_else(|| anyhow!("no candidate version of {pkg}"))?;
+        Ok((pkg, version))
+    };
+    query().or_else(|_| {
+        apt_update()?;
+        query()
+    })
+}
+
+/// Fetches and unpacks the current cloud kernel (cached), or falls back to a cached one when
+/// the package lists cannot be read.
+pub fn ensure_kernel() -> Result<Kernel> {
+    let kroot = cache_dir().join("kernel");
+    let (pkg, version) = match current_kernel_package() {
+        Ok(v) => v,
+        Err(e) => {
+            let cached = fs::read_dir(&kroot).ok().and_then(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.join(".ready").exists())
+                    .max()
+            });
+            match cached {
+                Some(dir) => {
+                    eprintln!("vm: {e:#}; using the cached {}", dir.display());
+                    return load_kernel(&dir);
+                }
+                None => return Err(e.context("finding the Debian cloud kernel package")),
+            }
+        }
+    };
+    let dir = kroot.join(format!("{pkg}_{version}"));
+    if dir.join(".ready").exists() {
+        return load_kernel(&dir);
+    }
+    eprintln!("vm: fetching {pkg} {version} (apt-get download, dpkg -x)");
+    let _ = fs::remove_dir_all(&dir);
+    let dl = kroot.join("download");
+    let _ = fs::remove_dir_all(&dl);
+    fs::create_dir_all(&dl)?;
+    run(Command::new("apt-get")
+        .args(["download", "-qq", &format!("{pkg}={version}")])
+        .current_dir(&dl))?;
+    let deb = fs::read_dir(&dl)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension() == Some(OsStr::new("deb")))
+        .ok_or_else(|| anyhow!("apt-get download left no .deb in {}", dl.display()))?;
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&dir))?;
+    let k = load_kernel(&dir)?;
+    run(Command::new(tool("depmod")?)
+        .arg("-b")
+        .arg(&dir)
+        .arg(&k.release))?;
+    fs::write(dir.join(".ready"), format!("{pkg} {version}\n"))?;
+    let _ = fs::remove_dir_all(&dl);
+    Ok(k)
+}
+
+fn load_kernel(dir: &Path) -> Result<Kernel> {
+    let release = fs::read_dir(dir.join("lib/modules"))
+        .with_context(|| format!("{} has no lib/modules", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .ok_or_else(|| anyhow!("no module directory in {}", dir.display()))?;
+    let vmlinuz = dir.join("boot").join(format!("vmlinuz-{release}"));
+    if !vmlinuz.exists() {
+        bail!("{} missing", vmlinuz.display());
+    }
+    Ok(Kernel {
+        root: dir.to_path_buf(),
+        release,
+        vmlinuz,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// cpio (newc), written directly
+
+#[derive(Clone)]
+enum Node {
+    Dir,
+    File { data: Vec<u8>, mode: u32 },
+    Symlink(String),
+}
+
+/// An initramfs being assembled: absolute paths (without the leading '/') to nodes. Parent
+/// directories are added automatically.
+#[derive(Default, Clone)]
+struct Cpio {
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Cpio {
+    fn dirs_for(&mut self, path: &str) {
+        let mut acc = String::new();
+        let parts: Vec<&str> = path.split('/').collect();
+        for p in &parts[..parts.len() - 1] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(p);
+            self.nodes.entry(acc.clone()).or_insert(Node::Dir);
+        }
+    }
+
+    fn norm(path: &str) -> String {
+        path.trim_start_matches('/').to_string()
+    }
+
+    fn dir(&mut self, path: &str) {
+        let p = Self::norm(path);
+        self.dirs_for(&p);
+        self.nodes.insert(p, Node::Dir);
+    }
+
+    fn file(&mut self, path: &str, data: Vec<u8>, mode: u32) {
+        let p = Self::norm(path);
+        self.dirs_for(&p);
+        self.nodes.insert(p, Node::File { data, mode });
+    }
+
+    fn host_file(&mut self, path: &str, host: &Path) -> Result<()> {
+        let data = fs::read(host).with_context(|| format!("reading {}", host.display()))?;
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(host)?.permissions().mode() & 0o7777
+        };
+        self.file(path, data, mode | 0o444);
+        Ok(())
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) {
+        let p = Self::norm(path);
+        self.dirs_for(&p);
+        self.nodes.insert(p, Node::Symlink(target.to_string()));
+    }
+
+    fn contains(&self, path: &str) -> bool {
+        self.nodes.contains_key(&Self::norm(path))
+    }
+
+    /// A host binary and the shared libraries `ldd` lists, at their host paths.
+    fn binary_with_libs(&mut self, guest_path: &str, host: &Path) -> Result<()> {
+        self.host_file(guest_path, host)?;
+        if elf_interp(&fs::read(host)?).is_none() {
+            return Ok(());
+        }
+        let out = run(Command::new("ldd").arg(host))?;
+        for line in out.lines() {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                if !self.contains(p) {
+                    self.host_file(p, Path::new(p))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, out: &mut impl Write) -> Result<()> {
+        let mut ino = 1u32;
+        for (path, node) in &self.nodes {
+            let (mode, nlink, data): (u32, u32, &[u8]) = match node {
+                Node::Dir => (0o040755, 2, &[]),
+                Node::File { data, mode } => (0o100000 | mode, 1, data),
+                Node::Symlink(t) => (0o120777, 1, t.as_bytes()),
+            };
+            write_entry(out, ino, mode, nlink, path, data)?;
+            ino += 1;
+        }
+        write_entry(out, 0, 0, 1, "TRAILER!!!", &[])?;
+        Ok(())
+    }
+}
+
+fn pad4(out: &mut impl Write, len: usize) -> Result<()> {
+    let pad = (4 - len % 4) % 4;
+    out.write_all(&[0u8; 3][..pad])?;
+    Ok(())
+}
+
+fn write_entry(
+    out: &mut impl Write,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    name: &str,
+    data: &[u8],
+) -> Result<()> {
+    let namesize = name.len() + 1;
+    let hdr = format!(
+        "070701{ino:08X}{mode:08X}{:08X}{:08X}{nlink:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{namesize:08X}{:08X}",
+        0, 0, 0, data.len(), 0, 0, 0, 0, 0
+    );
+    out.write_all(hdr.as_bytes())?;
+    out.write_all(name.as_bytes())?;
+    out.write_all(&[0])?;
+    pad4(out, hdr.len() + namesize)?;
+    out.write_all(data)?;
+    pad4(out, data.len())?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Base initramfs
+
+fn hash_file(h: &mut DefaultHasher, path: &Path) -> Result<()> {
+    h.write(path.to_string_lossy().as_bytes());
+    h.write(&fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    Ok(())
+}
+
+fn ldd_paths(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = run(Command::new("ldd").arg(bin))?;
+    Ok(out
+        .lines()
+        .filter_map(|line| match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        })
+        .filter(|p| p.starts_with('/'))
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// The module files (relative to the module directory) that `modules` need.
+fn module_closure(k: &Kernel, modules: &[String]) -> Result<Vec<String>> {
+    let out = run(Command::new(tool("modprobe")?)
+        .arg("-d")
+        .arg(&k.root)
+        .arg("-S")
+        .arg(&k.release)
+        .arg("--show-depends")
+        .arg("-a")
+        .args(modules))?;
+    let prefix = k.modules_dir();
+    let mut files = Vec::new();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("insmod ") {
+            let p = Path::new(rest.split_whitespace().next().unwrap_or_default());
+            let rel = p
+                .strip_prefix(&prefix)
+                .with_context(|| format!("module path {} outside {}", p.display(), prefix.display()))?;
+            let rel = rel.to_string_lossy().into_owned();
+            if !files.contains(&rel) {
+                files.push(rel);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Builds (or reuses) the base initramfs for this kernel and module set.
+fn ensure_base(k: &Kernel, extra_modules: &[String]) -> Result<PathBuf> {
+    let mut modules: Vec<String> = BASE_MODULES.iter().map(|s| s.to_string()).collect();
+    for m in extra_modules {
+        if !modules.contains(m) {
+            modules.push(m.clone());
+        }
+    }
+    let busybox = tool("busybox")?;
+    let ipvsadm = tool("ipvsadm")?;
+    let ip = tool("ip")?;
+
+    let mut h = DefaultHasher::new();
+    h.write_u32(BASE_FORMAT);
+    h.write(k.root.to_string_lossy().as_bytes());
+    h.write(modules.join(",").as_bytes());
+    h.write(INIT_SH.as_bytes());
+    for bin in [&busybox, &ipvsadm, &ip] {
+        hash_file(&mut h, bin)?;
+        for lib in ldd_paths(bin).unwrap_or_default() {
+            hash_file(&mut h, &lib)?;
+        }
+    }
+    let out = cache_dir().join(format!("base-{}-{:016x}.cpio", k.release, h.finish()));
+    if out.exists() {
+        return Ok(out);
+    }
+    eprintln!("vm: building the base initramfs ({})", out.display());
+
+    let mut c = Cpio::default();
+    for d in ["proc", "sys", "dev", "run", "tmp", "etc", "root", "var", "mnt"] {
+        c.dir(d);
+    }
+    c.file("init", INIT_SH.as_bytes().to_vec(), 0o755);
+    c.host_file("bin/busybox", &busybox)?;
+    let list = run(Command::new(&busybox).arg("--list-full"))?;
+    for applet in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if applet != "bin/busybox" {
+            c.symlink(applet, "/bin/busybox");
+        }
+    }
+    // The kernel's request_module() runs /sbin/modprobe.
+    c.symlink("sbin/modprobe", "/bin/busybox");
+    c.binary_with_libs("sbin/ipvsadm", &ipvsadm)?;
+    // iproute2's ip replaces the busybox applet there (the shell still prefers its own
+    // applet: call it as /sbin/ip).
+    c.binary_with_libs("sbin/ip", &ip)?;
+    c.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n".to_vec(), 0o644);
+    c.file("etc/group", b"root:x:0:\n".to_vec(), 0o644);
+    c.file(
+        "etc/hosts",
+        b"127.0.0.1 localhost\n::1 localhost\n".to_vec(),
+        0o644,
+    );
+
+    // Modules: the closure of the list, re-indexed with depmod in a staging directory.
+    let files = module_closure(k, &modules)?;
+    let stage = cache_dir().join("stage");
+    let _ = fs::remove_dir_all(&stage);
+    let stage_mods = stage.join("lib/modules").join(&k.release);
+    fs::create_dir_all(&stage_mods)?;
+    for f in &files {
+        let dst = stage_mods.join(f);
+        fs::create_dir_all(dst.parent().unwrap())?;
+        fs::copy(k.modules_dir().join(f), &dst)?;
+    }
+    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+        let src = k.modules_dir().join(f);
+        if src.exists() {
+            fs::copy(&src, stage_mods.join(f))?;
+        }
+    }
+    run(Command::new(tool("depmod")?)
+        .arg("-b")
+        .arg(&stage)
+        .arg(&k.release))?;
+    add_tree(&mut c, &stage, &stage)?;
+    let _ = fs::remove_dir_all(&stage);
+
+    let tmp = out.with_extension("tmp");
+    let mut w = std::io::BufWriter::new(fs::File::create(&tmp)?);
+    c.write(&mut w)?;
+    w.flush()?;
+    drop(w);
+    fs::rename(&tmp, &out)?;
+    // Old bases of other keys are just disk space: remove them.
+    if let Ok(rd) = fs::read_dir(cache_dir()) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("base-") && n.ends_with(".cpio") && e.path() != out {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn add_tree(c: &mut Cpio, root: &Path, dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        let rel = p.strip_prefix(root)?.to_string_lossy().into_owned();
+        if e.file_type()?.is_dir() {
+            c.dir(&rel);
+            add_tree(c, root, &p)?;
+        } else {
+            c.host_file(&rel, &p)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Test binaries
+
+/// Builds integration test binaries (`cargo test -p PKG --test NAME --no-run`) for the VM:
+/// statically linked (`-C target-feature=+crt-static`) for x86_64-unknown-linux-gnu, or, if
+/// that fails, dynamically (then [`run_in_vm`] copies their libraries in).
+pub fn build_test_binaries(tests: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
+    match cargo_tests(tests, true) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            eprintln!("vm: static build failed ({e:#}); building dynamically linked binaries");
+            cargo_tests(tests, false)
+        }
+    }
+}
+
+fn cargo_tests(tests: &[(&str, &str)], static_link: bool) -> Result<Vec<PathBuf>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = "x86_64-unknown-linux-gnu";
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root())
+        .args(["test", "--no-run", "--message-format=json-render-diagnostics"])
+        .args(["--target", target]);
+    for (pkg, test) in tests {
+        cmd.args(["-p", pkg, "--test", test]);
+    }
+    // With --target, RUSTFLAGS reach only the target's crates, not build scripts or proc
+    // macros. Debug info is stripped: it would only make the initramfs bigger.
+    let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    if static_link {
+        flags.push_str(" -C target-feature=+crt-static");
+    }
+    flags.push_str(" -C strip=debuginfo");
+    cmd.env("RUSTFLAGS", flags.trim());
+    cmd.stderr(Stdio::inherit()).stdout(Stdio::piped());
+    let out = cmd.output().context("running cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("cargo test --no-run failed ({})", out.status);
+    }
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
+            if let Some(exe) = v["executable"].as_str() {
+                exes.push(PathBuf::from(exe));
+            }
+        }
+    }
+    if exes.len() != tests.len() {
+        bail!("cargo built {} test binaries, wanted {}", exes.len(), tests.len());
+    }
+    Ok(exes)
+}
+
+// ---------------------------------------------------------------------------------------
+// Running
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn test_name(path: &Path) -> String {
+    // cargo names test binaries NAME-HASH.
+    let stem = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "test".into());
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name.to_string()
+        }
+        _ => stem,
+    }
+}
+
+fn run_script(nonce: &str, names: &[String], opts: &VmOptions) -> String {
+    let mut s = String::from("#!/bin/sh\n# Generated by xtask vm.rs\n");
+    s.push_str("export XVS_IN_VM=1 XVS_VM_OUT=/xvs/out RUST_BACKTRACE=1\n");
+    for (k, v) in &opts.env {
+        s.push_str(&format!("export {k}={}\n", shell_quote(v)));
+    }
+    s.push_str("mkdir -p /xvs/out\n");
+    for m in &opts.load_modules {
+        s.push_str(&format!(
+            "modprobe {m} || echo \"XVS-VM: modprobe {m} failed\"\n"
+        ));
+    }
+    let args: Vec<String> = opts.test_args.iter().map(|a| shell_quote(a)).collect();
+    s.push_str("failed=\"\"\n");
+    for n in names {
+        s.push_str(&format!(
+            "echo \"XVS-VM: running {n}\"\n(cd /xvs/out && /xvs/tests/{n} {args})\nrc=$?\n\
+             echo \"XVS-VM-TEST {nonce} {n} $rc\"\n[ $rc -eq 0 ] || failed=\"$failed {n}\"\n",
+            args = args.join(" ")
+        ));
+    }
+    // Artifacts go out on the second serial port: "XVS-FILE <path> <size>\n" + bytes each.
+    // Closing a serial tty waits until its output has drained.
+    s.push_str(
+        "stty -F /dev/ttyS1 raw -echo 2>/dev/null\n\
+         (cd /xvs/out && find . -type f | while read -r f; do \
+         printf 'XVS-FILE %s %s\\n' \"${f#./}\" \"$(wc -c < \"$f\")\"; cat \"$f\"; done; \
+         echo XVS-END) > /dev/ttyS1\n",
+    );
+    s.push_str(&format!(
+        "if [ -z \"$failed\" ]; then r=PASS; else r=FAIL; fi\n\
+         echo \"XVS-VM-RESULT {nonce} $r$failed\"\n\
+         stty -F /dev/console sane 2>/dev/null\n"
+    ));
+    s
+}
+
+fn parse_artifacts(raw: &[u8]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut i = 0;
+    while i < raw.len() {
+        let nl = raw[i..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map(|p| i + p)
+            .ok_or_else(|| anyhow!("artifact stream cut off"))?;
+        let line = String::from_utf8_lossy(&raw[i..nl]).trim_end_matches('\r').to_string();
+        i = nl + 1;
+        if line == "XVS-END" {
+            break;
+        }
+        let mut parts = line.splitn(3, ' ');
+        let (tag, name, size) = (parts.next(), parts.next(), parts.next());
+        if tag != Some("XVS-FILE") {
+            bail!("unexpected artifact header {line:?}");
+        }
+        let size: usize = size.unwrap_or_default().trim().parse()?;
+        let data = raw
+            .get(i..i + size)
+            .ok_or_else(|| anyhow!("artifact {name:?} cut off"))?;
+        out.insert(name.unwrap_or_default().to_string(), data.to_vec());
+        i += size;
+    }
+    Ok(out)
+}
+
+/// Everything the VM needs that does not change between runs.
+pub struct Prepared {
+    pub kernel: Kernel,
+    pub base: PathBuf,
+}
+
+/// Host tools, kernel, base initramfs (all cached).
+pub fn prepare(opts: &VmOptions) -> Result<Prepared> {
+    ensure_host_tools()?;
+    let kernel = ensure_kernel()?;
+    let base = ensure_base(&kernel, &opts.extra_modules)?;
+    Ok(Prepared { kernel, base })
+}
+
+/// Boots the VM with `binaries` (run in order, each as root with XVS_IN_VM=1) and reports
+/// how it went. `Err` only when the VM could not be set up or started; failing tests, a panic,
+/// a timeout or a missing result line are in [`VmReport::outcome`].
+pub fn run_in_vm(binaries: &[PathBuf], opts: &VmOptions) -> Result<VmReport> {
+    let t0 = Instant::now();
+    let prep = prepare(opts)?;
+    let prepare_secs = secs(t0.elapsed());
+
+    let nonce = format!(
+        "{:016x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64
+            ^ ((std::process::id() as u64) << 32)
+    );
+    let run_dir = cache_dir().join("runs").join(&nonce);
+    fs::create_dir_all(&run_dir)?;
+
+    let mut c = Cpio::default();
+    let mut names = Vec::new();
+    for b in binaries {
+        let mut name = test_name(b);
+        while names.contains(&name) {
+            name.push('_');
+        }
+        c.binary_with_libs(&format!("xvs/tests/{name}"), b)?;
+        names.push(name);
+    }
+    for (host, guest) in &opts.extra_files {
+        c.host_file(guest, host)?;
+    }
+    c.file("xvs/run.sh", run_script(&nonce, &names, opts).into_bytes(), 0o755);
+    let initrd = run_dir.join("initrd.cpio");
+    {
+        let mut w = std::io::BufWriter::new(fs::File::create(&initrd)?);
+        std::io::copy(&mut fs::File::open(&prep.base)?, &mut w)?;
+        c.write(&mut w)?;
+        w.flush()?;
+    }
+    let serial1 = run_dir.join("serial1.bin");
+
+    let mut cmd = Command::new(tool("qemu-system-x86_64")?);
+    cmd.args(["-accel", "tcg", "-cpu", "max"])
+        .args(["-m", &opts.memory_mb.to_string()])
+        .args(["-smp", &opts.cpus.to_string()])
+        .args(["-nographic", "-no-reboot", "-nodefaults"])
+        .args(["-serial", "stdio"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial1.display()))
+        .arg("-kernel")
+        .arg(&prep.kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    eprintln!(
+        "vm: booting {} with {} test binar{} (timeout {} s)",
+        prep.kernel.release,
+        names.len(),
+        if names.len() == 1 { "y" } else { "ies" },
+        opts.timeout.as_secs()
+    );
+    let t_vm = Instant::now();
+    let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let echo = opts.echo;
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if echo {
+                        let mut o = std::io::stdout().lock();
+                        let _ = o.write_all(&buf[..n]);
+                        let _ = o.flush();
+                    }
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::BufReader::new(&mut stderr).read_to_string(&mut s);
+        s
+    });
+
+    let deadline = t_vm + opts.timeout;
+    let mut console: Vec<u8> = Vec::new();
+    let mut outcome: Option<VmOutcome> = None;
+    let result_tag = format!("XVS-VM-RESULT {nonce} ");
+    let mut result_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        // After the result line, give poweroff a few seconds.
+        let limit = match result_at {
+            Some(t) => (t + Duration::from_secs(15)).min(deadline.max(t + Duration::from_secs(15))),
+            None => deadline,
+        };
+        if now >= limit {
+            if outcome.is_none() {
+                outcome = Some(VmOutcome::Timeout);
+            }
+            let _ = child.kill();
+            break;
+        }
+        match rx.recv_timeout(limit - now) {
+            Ok(chunk) => {
+                console.extend_from_slice(&chunk);
+                let text = String::from_utf8_lossy(&console);
+                if outcome.is_none() {
+                    if text.contains("Kernel panic - not syncing") {
+                        outcome = Some(VmOutcome::KernelPanic);
+                        result_at = Some(Instant::now());
+                    } else if let Some(pos) = text.find(&result_tag) {
+                        let rest = &text[pos + result_tag.len()..];
+                        if let Some(end) = rest.find('\n') {
+                            let words: Vec<&str> = rest[..end].split_whitespace().collect();
+                            outcome = Some(match words.first() {
+                                Some(&"PASS") => VmOutcome::Passed,
+                                _ => VmOutcome::TestsFailed(
+                                    words.iter().skip(1).map(|s| s.to_string()).collect(),
+                                ),
+                            });
+                            result_at = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait()?;
+    let _ = reader.join();
+    let qemu_err = err_reader.join().unwrap_or_default();
+    let vm_secs = secs(t_vm.elapsed());
+    let console = String::from_utf8_lossy(&console).replace('\r', "");
+    let outcome = outcome.unwrap_or(VmOutcome::NoResult);
+    if outcome == VmOutcome::NoResult && !status.success() {
+        eprintln!("vm: qemu exited with {status}: {}", qemu_err.trim());
+    } else if !qemu_err.trim().is_empty() {
+        eprintln!("vm: qemu said: {}", qemu_err.trim());
+    }
+
+    let test_tag = format!("XVS-VM-TEST {nonce} ");
+    let tests = console
+        .lines()
+        .filter_map(|l| l.find(&test_tag).map(|p| &l[p + test_tag.len()..]))
+        .filter_map(|rest| {
+            let mut w = rest.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect();
+    let artifacts = match fs::read(&serial1) {
+        Ok(raw) if !raw.is_empty() => parse_artifacts(&raw).unwrap_or_else(|e| {
+            eprintln!("vm: artifacts unreadable: {e:#}");
+            BTreeMap::new()
+        }),
+        _ => BTreeMap::new(),
+    };
+    if opts.keep_run_dir {
+        eprintln!("vm: run directory kept: {}", run_dir.display());
+    } else {
+        let _ = fs::remove_dir_all(&run_dir);
+    }
+    Ok(VmReport {
+        outcome,
+        tests,
+        artifacts,
+        console,
+        kernel: prep.kernel.release.clone(),
+        prepare_secs,
+        vm_secs,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// `cargo xtask vm-test`
+
+/// The in-VM test binaries of `cargo xtask vm-test`: (package, integration test name).
+pub const VM_TESTS: &[(&str, &str)] = &[("lb-user", "vm_ipvs_netlink")];
+
+/// Where `--record-golden` writes the artifacts (by their relative paths).
+pub const GOLDEN_DIR: &str = "tests/data";
+
+#[derive(clap::Args, Debug)]
+pub struct VmTestArgs {
+    /// Write the golden files the tests produce (ipvsadm outputs) under tests/data/.
+    #[arg(long)]
+    pub record_golden: bool,
+    /// Kill the VM after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Keep the per-run directory (initrd, artifacts) under .xtask-cache/vm/runs/.
+    #[arg(long)]
+    pub keep: bool,
+    /// Do not echo the VM console (it is printed anyway when something fails).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Only prepare the kernel and base initramfs (e.g. to warm a cache).
+    #[arg(long)]
+    pub prepare_only: bool,
+}
+
+pub fn vm_test(args: VmTestArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let mut opts = VmOptions {
+        timeout: Duration::from_secs(args.timeout),
+        echo: !args.quiet,
+        keep_run_dir: args.keep,
+        ..Default::default()
+    };
+    if args.record_golden {
+        opts.env.push(("XVS_RECORD_GOLDEN".into(), "1".into()));
+    }
+    if args.prepare_only {
+        let p = prepare(&opts)?;
+        eprintln!(
+            "vm: prepared kernel {} and {} in {:.1} s",
+            p.kernel.release,
+            p.base.display(),
+            secs(t0.elapsed())
+        );
+        return Ok(());
+    }
+    let t_build = Instant::now();
+    let bins = build_test_binaries(VM_TESTS)?;
+    let build_secs = secs(t_build.elapsed());
+    let report = run_in_vm(&bins, &opts)?;
+    if !report.passed() && !opts.echo {
+        println!("{}", report.console);
+    }
+    for (name, rc) in &report.tests {
+        eprintln!("vm: {name}: exit {rc}");
+    }
+    if args.record_golden {
+        let root = repo_root().join(GOLDEN_DIR);
+        for (rel, data) in &report.artifacts {
+            let p = root.join(rel);
+            fs::create_dir_all(p.parent().unwrap())?;
+            fs::write(&p, data)?;
+            eprintln!("vm: wrote {}", p.display());
+        }
+        if report.artifacts.is_empty() {
+            eprintln!("vm: --record-golden: the tests produced no files");
+        }
+    }
+    eprintln!(
+        "vm: {:?} on kernel {}; build {:.1} s, prepare {:.1} s, VM {:.1} s, total {:.1} s",
+        report.outcome,
+        report.kernel,
+        build_secs,
+        report.prepare_secs,
+        report.vm_secs,
+        secs(t0.elapsed())
+    );
+    match report.outcome {
+        VmOutcome::Passed => Ok(()),
+        o => bail!("vm-test failed: {o:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpio_entries_are_aligned_and_parents_come_first() {
+        let mut c = Cpio::default();
+        c.file("a/b/c", b"hello".to_vec(), 0o644);
+        c.symlink("bin/sh", "/bin/busybox");
+        let mut out = Vec::new();
+        c.write(&mut out).unwrap();
+        assert_eq!(out.len() % 4, 0);
+        let s = String::from_utf8_lossy(&out);
+        let (pa, pab, pabc) = (s.find("a\0").unwrap(), s.find("a/b\0").unwrap(), s.find("a/b/c\0").unwrap());
+        assert!(pa < pab && pab < pabc);
+        assert!(s.contains("TRAILER!!!"));
+    }
+
+    #[test]
+    fn artifacts_parse() {
+        let raw = b"XVS-FILE k/a.txt 3\nabcXVS-FILE b 0\nXVS-END\n";
+        let a = parse_artifacts(raw).unwrap();
+        assert_eq!(a["k/a.txt"], b"abc");
+        assert_eq!(a["b"], b"");
+    }
+
+    #[test]
+    fn test_names_drop_the_cargo_hash() {
+        assert_eq!(
+            test_name(Path::new("/t/vm_ipvs_netlink-0123456789abcdef")),
+            "vm_ipvs_netlink"
+        );
+        assert_eq!(test_name(Path::new("/t/foo")), "foo");
+    }
+}
