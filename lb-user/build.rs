@@ -18,7 +18,12 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap();
     let ebpf = root.join("lb-ebpf");
-    for p in ["lb-ebpf/src", "lb-ebpf/Cargo.toml", "lb-ebpf/Cargo.lock", "lb-common/src"] {
+    for p in [
+        "lb-ebpf/src",
+        "lb-ebpf/Cargo.toml",
+        "lb-ebpf/Cargo.lock",
+        "lb-common/src",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     let target_dir = out_dir.join("ebpf-target");
@@ -56,7 +61,9 @@ fn main() {
         "link-arg=--disable-expand-memcpy-in-order",
     ];
     cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
-    let home_bin = env::var("HOME").map(|h| Path::new(&h).join(".cargo/bin")).ok();
+    let home_bin = env::var("HOME")
+        .map(|h| Path::new(&h).join(".cargo/bin"))
+        .ok();
     if let (Some(bin), Ok(path)) = (home_bin, env::var("PATH")) {
         cmd.env("PATH", format!("{}:{}", bin.display(), path));
     }

@@ -165,10 +165,6 @@ fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
     }
     let svc = unsafe { &mut *svc };
     let len = svc.table_len;
-    if len == 0 {
-        count(path::PASS_NO_DEST);
-        return Decision::PASS;
-    }
     let idx = if svc.sched == SCHED_SH {
         let port = if svc.flags & SVC_F_SH_PORT != 0 {
             u16::from_be(p.sport)
@@ -177,9 +173,15 @@ fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
         };
         lb_common::sh_hash(u32::from_be(p.saddr), port)
     } else {
-        // SeqCst: LLVM 22 miscompiles a Relaxed fetch-add on BPF (see toolchain notes).
+        // Counted even when the table is empty: a refused wrr pick moves the kernel's state,
+        // and userspace replays the count. SeqCst: LLVM 22 miscompiles a Relaxed fetch-add on
+        // BPF (see toolchain notes).
         let n = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&mut svc.cursor, 1) };
-        (n % len as u64) as u32
+        if len == 0 {
+            0
+        } else {
+            (n % len as u64) as u32
+        }
     };
     if idx >= len {
         count(path::PASS_NO_DEST);

@@ -17,7 +17,10 @@ fn client_reports_a_kernel_without_ipvs() {
                 "this kernel has no IPVS (module ip_vs not loaded/built; `modprobe ip_vs`)"
             );
             assert_eq!(e.errno(), Some(libc::ENOENT));
-            assert!(!kernel_has_ipvs(), "ip_vs is loaded but the family did not resolve");
+            assert!(
+                !kernel_has_ipvs(),
+                "ip_vs is loaded but the family did not resolve"
+            );
         }
         Ok(client) => {
             // This kernel has IPVS (or loaded it on demand): the client must work.

@@ -458,6 +458,8 @@ enum Mutation {
     ResetStateOnChange,
     /// Tell `advance` one pick more than the fast path made.
     AdvanceOffByOne,
+    /// Hash the client's port into its sh bucket even without sh-port.
+    ShPortAlways,
 }
 
 struct Fast {
@@ -530,6 +532,7 @@ impl Fast {
         let SchedKind::Sh { port, .. } = self.sched.kind() else {
             unreachable!()
         };
+        let port = port || self.mutation == Mutation::ShPortAlways;
         let b = sh_bucket(client, if port { sport } else { 0 });
         self.table[b].dest.map(|i| self.list[i].key)
     }
@@ -692,13 +695,29 @@ fn apply_to_list(list: &[SchedDest], op: &Op) -> Vec<SchedDest> {
 fn run_case(seed: u64, kind: SchedKind, mutation: Mutation) -> Result<(), String> {
     let mut rng = Rng(seed);
     let gen = CaseGen::new(&mut rng);
-    let v6 = gen.v6;
+    let n_ops = rng.range(10, 60);
+    let mut done = 0;
+    let next = |rng: &mut Rng, list: &[SchedDest]| {
+        done += 1;
+        (done <= n_ops).then(|| gen.op(rng, list))
+    };
+    run(seed, kind, mutation, rng, gen.v6, next)
+}
+
+/// Drives the simulator and the tables through the operations `next_op` hands out (None ends
+/// the case); sh clients come from `rng`.
+fn run(
+    seed: u64,
+    kind: SchedKind,
+    mutation: Mutation,
+    mut rng: Rng,
+    v6: bool,
+    mut next_op: impl FnMut(&mut Rng, &[SchedDest]) -> Option<Op>,
+) -> Result<(), String> {
     let mut kernel = KService::new(kind);
     let mut fast = Fast::new(kind, mutation);
-    let n_ops = rng.range(10, 60);
     let mut log = Vec::new();
-    for _ in 0..n_ops {
-        let op = gen.op(&mut rng, &fast.list);
+    while let Some(op) = next_op(&mut rng, &fast.list) {
         log.push(op);
         match op {
             Op::Add(key, w) => {
@@ -801,14 +820,49 @@ fn tables_match_the_kernel_simulator() {
 ///   cursor, the reset goes back to the head).
 /// - AdvanceOffByOne: any case with a change after a number of picks that is not a multiple of
 ///   the table length, then more picks.
+/// - ShPortAlways: any sh case without sh-port and with two destinations (clients with another
+///   source port land in other buckets).
 #[test]
 fn wrong_drivers_are_caught() {
-    for mutation in [Mutation::ResetStateOnChange, Mutation::AdvanceOffByOne] {
-        for kind in [SchedKind::Rr, SchedKind::Wrr] {
-            let caught = (0..CASES).find(|&seed| run_case(seed, kind, mutation).is_err());
-            assert!(caught.is_some(), "{mutation:?} on {kind:?} went unnoticed");
-        }
+    let sh = SchedKind::Sh {
+        fallback: false,
+        port: false,
+    };
+    for (mutation, kind) in [
+        (Mutation::ResetStateOnChange, SchedKind::Rr),
+        (Mutation::ResetStateOnChange, SchedKind::Wrr),
+        (Mutation::AdvanceOffByOne, SchedKind::Rr),
+        (Mutation::AdvanceOffByOne, SchedKind::Wrr),
+        (Mutation::ShPortAlways, sh),
+    ] {
+        let caught = (0..CASES).find(|&seed| run_case(seed, kind, mutation).is_err());
+        assert!(caught.is_some(), "{mutation:?} on {kind:?} went unnoticed");
     }
+
+    // The first scenario above, scripted: the kernel observation itself tells the carried cw
+    // from a reset one.
+    let script = || {
+        let mut ops = vec![
+            Op::Add(dest_key(false, 1), 3),
+            Op::Add(dest_key(false, 2), 2),
+            Op::Add(dest_key(false, 3), 1),
+            Op::Schedule(12),
+        ]
+        .into_iter();
+        move |_: &mut Rng, _: &[SchedDest]| ops.next()
+    };
+    let wrr = SchedKind::Wrr;
+    assert!(run(0, wrr, Mutation::None, Rng(0), false, script()).is_ok());
+    let err = run(
+        0,
+        wrr,
+        Mutation::ResetStateOnChange,
+        Rng(0),
+        false,
+        script(),
+    )
+    .unwrap_err();
+    assert!(err.contains("connection 0 of the last op"), "{err}");
 }
 
 /// The simulator itself reproduces what real kernels were seen doing (ipvs-semantics.md), so

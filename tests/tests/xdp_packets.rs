@@ -383,3 +383,52 @@ fn expired_connections_are_reclaimed() {
     let (total, _) = lb.fp.counters(&vip_udp()).unwrap().unwrap();
     assert_eq!(total.conns, 2);
 }
+
+#[test]
+fn pinned_maps_outlive_the_loader_and_are_reopened() {
+    use lb_user::fastpath::FastPath;
+    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/xvs-test-{}", std::process::id()));
+    struct Unpin(std::path::PathBuf);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            let _ = lb_user::fastpath::remove_pins(&self.0);
+        }
+    }
+    let _guard = Unpin(dir.clone());
+    let cfg = lb_user::fastpath::FastPathConfig {
+        pin_dir: Some(dir.clone()),
+        ..xvs_tests::fixture::small_config(false)
+    };
+    {
+        let mut fp = FastPath::load(cfg.clone()).unwrap();
+        let mut t = lb_user::model::Table::new();
+        let k = vip_tcp();
+        let c1 = t
+            .add_service(k, ServiceConfig::with_scheduler("rr"))
+            .unwrap();
+        let c2 = t
+            .add_dest(
+                &k,
+                lb_user::model::Destination::masq(
+                    "10.1.0.1".parse::<std::net::IpAddr>().unwrap(),
+                    8080,
+                    1,
+                ),
+            )
+            .unwrap();
+        fp.apply(&[c1, c2]).unwrap();
+    }
+    assert!(dir.join(lb_common::map_names::SERVICES).exists());
+    // A new instance re-opens the pinned maps: the service written above is still there,
+    // so a SYN is balanced before this instance wrote anything.
+    let fp = FastPath::load(cfg).unwrap();
+    let mut lb = Lb {
+        fp,
+        table: lb_user::model::Table::new(),
+    };
+    let syn = Pkt::tcp(("10.9.0.2", 47000), (VIP, 80), SYN);
+    let (_, out) = lb.run(&syn.build());
+    assert_eq!(out, syn.with_dst("10.1.0.1", 8080).build());
+    lb.fp.unpin().unwrap();
+    assert!(!dir.exists());
+}

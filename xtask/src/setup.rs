@@ -7,7 +7,13 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages: LLVM 22 (bpf-linker links it), iproute2 and ethtool (network tests),
 /// bpftool (inspecting maps).
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "iproute2", "ethtool", "bpftool"];
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "iproute2",
+    "ethtool",
+    "bpftool",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn ok(cmd: &mut Command) -> bool {
@@ -31,9 +37,16 @@ fn dpkg_installed(pkg: &str) -> bool {
 }
 
 pub fn setup() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
-        println!("setup: Debian packages present ({})", APT_PACKAGES.join(", "));
+        println!(
+            "setup: Debian packages present ({})",
+            APT_PACKAGES.join(", ")
+        );
     } else {
         println!("setup: installing Debian packages: {}", missing.join(" "));
         run(Command::new("apt-get").arg("update").arg("-qq"))?;
@@ -58,7 +71,13 @@ pub fn setup() -> Result<()> {
         println!("setup: nightly rust-src present");
     } else {
         println!("setup: installing nightly rust-src (build-std=core for the BPF target)");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
 
     let linker_ok = Command::new("bpf-linker")
@@ -69,8 +88,13 @@ pub fn setup() -> Result<()> {
     if linker_ok {
         println!("setup: bpf-linker {BPF_LINKER_VERSION} present");
     } else {
-        println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
-        let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+        println!(
+            "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
+        );
+        let path = format!(
+            "/usr/lib/llvm-22/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
         run(Command::new("cargo")
             .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
             .args(["--no-default-features", "--features", "llvm-22"])

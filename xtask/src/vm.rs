@@ -176,9 +176,7 @@ fn find_tool(name: &str) -> Option<PathBuf> {
     for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
         dirs.push(PathBuf::from(d));
     }
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 fn tool(name: &str) -> Result<PathBuf> {
@@ -187,9 +185,7 @@ fn tool(name: &str) -> Result<PathBuf> {
 
 /// Runs a command, failing with its stderr if it fails.
 fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}",
@@ -235,7 +231,11 @@ fn elf_interp(b: &[u8]) -> Option<String> {
         if u32::from_le_bytes(b[ph..ph + 4].try_into().unwrap()) == 3 {
             let (off, size) = (u64_at(ph + 8), u64_at(ph + 32));
             let s = b.get(off..off + size)?;
-            return Some(String::from_utf8_lossy(s).trim_end_matches('\0').to_string());
+            return Some(
+                String::from_utf8_lossy(s)
+                    .trim_end_matches('\0')
+                    .to_string(),
+            );
         }
     }
     None
@@ -305,14 +305,17 @@ fn current_kernel_package() -> Result<(String, String)> {
         let pkg = match std::env::var("XVS_VM_KERNEL_PKG") {
             Ok(p) => p,
             Err(_) => {
-                let out = run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?;
+                let out =
+                    run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?;
                 out.lines()
                     .map(|l| l.trim().trim_start_matches('|'))
                     .filter_map(|l| l.strip_prefix("Depends:"))
                     .map(str::trim)
                     .find(|p| p.starts_with("linux-image-"))
                     .map(str::to_string)
-                    .ok_or_else(|| anyhow!("apt-cache names no kernel for linux-image-cloud-amd64"))?
+                    .ok_or_else(|| {
+                        anyhow!("apt-cache names no kernel for linux-image-cloud-amd64")
+                    })?
             }
         };
         let policy = run(Command::new("apt-cache").args(["policy", &pkg]))?;
@@ -563,9 +566,9 @@ fn module_closure(k: &Kernel, modules: &[String]) -> Result<Vec<String>> {
     for line in out.lines() {
         if let Some(rest) = line.strip_prefix("insmod ") {
             let p = Path::new(rest.split_whitespace().next().unwrap_or_default());
-            let rel = p
-                .strip_prefix(&prefix)
-                .with_context(|| format!("module path {} outside {}", p.display(), prefix.display()))?;
+            let rel = p.strip_prefix(&prefix).with_context(|| {
+                format!("module path {} outside {}", p.display(), prefix.display())
+            })?;
             let rel = rel.to_string_lossy().into_owned();
             if !files.contains(&rel) {
                 files.push(rel);
@@ -605,7 +608,9 @@ fn ensure_base(k: &Kernel, extra_modules: &[String]) -> Result<PathBuf> {
     eprintln!("vm: building the base initramfs ({})", out.display());
 
     let mut c = Cpio::default();
-    for d in ["proc", "sys", "dev", "run", "tmp", "etc", "root", "var", "mnt"] {
+    for d in [
+        "proc", "sys", "dev", "run", "tmp", "etc", "root", "var", "mnt",
+    ] {
         c.dir(d);
     }
     c.file("init", INIT_SH.as_bytes().to_vec(), 0o755);
@@ -622,7 +627,11 @@ fn ensure_base(k: &Kernel, extra_modules: &[String]) -> Result<PathBuf> {
     // iproute2's ip replaces the busybox applet there (the shell still prefers its own
     // applet: call it as /sbin/ip).
     c.binary_with_libs("sbin/ip", &ip)?;
-    c.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n".to_vec(), 0o644);
+    c.file(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+        0o644,
+    );
     c.file("etc/group", b"root:x:0:\n".to_vec(), 0o644);
     c.file(
         "etc/hosts",
@@ -641,7 +650,11 @@ fn ensure_base(k: &Kernel, extra_modules: &[String]) -> Result<PathBuf> {
         fs::create_dir_all(dst.parent().unwrap())?;
         fs::copy(k.modules_dir().join(f), &dst)?;
     }
-    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
         let src = k.modules_dir().join(f);
         if src.exists() {
             fs::copy(&src, stage_mods.join(f))?;
@@ -708,7 +721,11 @@ fn cargo_tests(tests: &[(&str, &str)], static_link: bool) -> Result<Vec<PathBuf>
     let target = "x86_64-unknown-linux-gnu";
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root())
-        .args(["test", "--no-run", "--message-format=json-render-diagnostics"])
+        .args([
+            "test",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
         .args(["--target", target]);
     for (pkg, test) in tests {
         cmd.args(["-p", pkg, "--test", test]);
@@ -738,7 +755,11 @@ fn cargo_tests(tests: &[(&str, &str)], static_link: bool) -> Result<Vec<PathBuf>
         }
     }
     if exes.len() != tests.len() {
-        bail!("cargo built {} test binaries, wanted {}", exes.len(), tests.len());
+        bail!(
+            "cargo built {} test binaries, wanted {}",
+            exes.len(),
+            tests.len()
+        );
     }
     Ok(exes)
 }
@@ -810,7 +831,9 @@ fn parse_artifacts(raw: &[u8]) -> Result<BTreeMap<String, Vec<u8>>> {
             .position(|&c| c == b'\n')
             .map(|p| i + p)
             .ok_or_else(|| anyhow!("artifact stream cut off"))?;
-        let line = String::from_utf8_lossy(&raw[i..nl]).trim_end_matches('\r').to_string();
+        let line = String::from_utf8_lossy(&raw[i..nl])
+            .trim_end_matches('\r')
+            .to_string();
         i = nl + 1;
         if line == "XVS-END" {
             break;
@@ -875,7 +898,11 @@ pub fn run_in_vm(binaries: &[PathBuf], opts: &VmOptions) -> Result<VmReport> {
     for (host, guest) in &opts.extra_files {
         c.host_file(guest, host)?;
     }
-    c.file("xvs/run.sh", run_script(&nonce, &names, opts).into_bytes(), 0o755);
+    c.file(
+        "xvs/run.sh",
+        run_script(&nonce, &names, opts).into_bytes(),
+        0o755,
+    );
     let initrd = run_dir.join("initrd.cpio");
     {
         let mut w = std::io::BufWriter::new(fs::File::create(&initrd)?);
@@ -1054,6 +1081,9 @@ pub struct VmTestArgs {
     /// Only prepare the kernel and base initramfs (e.g. to warm a cache).
     #[arg(long)]
     pub prepare_only: bool,
+    /// Arguments for the test binaries, after `--` (e.g. `-- --nocapture`).
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
 }
 
 pub fn vm_test(args: VmTestArgs) -> Result<()> {
@@ -1062,6 +1092,7 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         echo: !args.quiet,
         keep_run_dir: args.keep,
+        test_args: args.test_args.clone(),
         ..Default::default()
     };
     if args.record_golden {
@@ -1127,7 +1158,11 @@ mod tests {
         c.write(&mut out).unwrap();
         assert_eq!(out.len() % 4, 0);
         let s = String::from_utf8_lossy(&out);
-        let (pa, pab, pabc) = (s.find("a\0").unwrap(), s.find("a/b\0").unwrap(), s.find("a/b/c\0").unwrap());
+        let (pa, pab, pabc) = (
+            s.find("a\0").unwrap(),
+            s.find("a/b\0").unwrap(),
+            s.find("a/b/c\0").unwrap(),
+        );
         assert!(pa < pab && pab < pabc);
         assert!(s.contains("TRAILER!!!"));
     }

@@ -149,7 +149,10 @@ mod tests {
     #[test]
     fn ids_are_reused_last() {
         let mut ids = IdAlloc::new(3);
-        assert_eq!((ids.alloc(), ids.alloc(), ids.alloc()), (Some(0), Some(1), Some(2)));
+        assert_eq!(
+            (ids.alloc(), ids.alloc(), ids.alloc()),
+            (Some(0), Some(1), Some(2))
+        );
         assert_eq!(ids.alloc(), None);
         ids.free(1);
         ids.free(0);

@@ -81,7 +81,8 @@ impl FastPath {
     pub fn connections(&self) -> Result<Vec<ConnEntry>, FastPathError> {
         let timeouts = self.timeouts_ns()?;
         let now = now_ns();
-        let conns: HashMap<&MapData, FlowKey, ConnValue> = engine::typed_ref(self.ebpf(), names::CONNS)?;
+        let conns: HashMap<&MapData, FlowKey, ConnValue> =
+            engine::typed_ref(self.ebpf(), names::CONNS)?;
         let dests: Array<&MapData, DestValue> = engine::typed_ref(self.ebpf(), names::DESTS)?;
         let mut out = Vec::new();
         for item in conns.iter() {

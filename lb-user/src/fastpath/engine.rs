@@ -21,16 +21,22 @@ use lb_common::{
 
 use super::alloc::{IdAlloc, RegionAlloc};
 use super::FastPathError;
-use crate::model::{Change, Destination, Forward, Protocol, Service, ServiceConfig, ServiceKey};
+use crate::model::{Change, Destination, Forward, Protocol, ServiceConfig, ServiceKey};
 use crate::sched::{Pick, SchedDest, SchedKind, ServiceSched};
 
 /// A region freed while BPF programs might still read it rests this long before reuse.
 const RETIRE_GRACE: Duration = Duration::from_millis(100);
 
 /// Why a service cannot be served by the fast path (it may go to kernel IPVS instead).
-pub fn unsupported_reason(key: &ServiceKey, config: &ServiceConfig, dests: &[Destination]) -> Option<String> {
+pub fn unsupported_reason(
+    key: &ServiceKey,
+    config: &ServiceConfig,
+    dests: &[Destination],
+) -> Option<String> {
     match key {
-        ServiceKey::Fwmark { .. } => return Some("fwmark services are not supported by the fast path".into()),
+        ServiceKey::Fwmark { .. } => {
+            return Some("fwmark services are not supported by the fast path".into())
+        }
         ServiceKey::Inet { proto, addr, .. } => {
             if *proto == Protocol::Sctp {
                 return Some("SCTP is not supported by the fast path".into());
@@ -172,6 +178,9 @@ impl Counters {
     }
 }
 
+/// A service's total counters and those of each live destination, in list order.
+pub type ServiceCounters = (Counters, Vec<((IpAddr, u16), Counters)>);
+
 /// Sizes of the maps and limits of the engine.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -228,9 +237,10 @@ impl Engine {
         for (key, st) in &staged {
             let Some(st) = st else { continue };
             let list = st.sched_list();
-            let table = st.sched.table(&list, self.limits.max_period).map_err(|e| {
-                FastPathError::Unsupported(format!("{key}: {e}"))
-            })?;
+            let table = st
+                .sched
+                .table(&list, self.limits.max_period)
+                .map_err(|e| FastPathError::Unsupported(format!("{key}: {e}")))?;
             slots_needed += table.len() as u64 + 1;
             new_dests += st.dests.iter().filter(|d| d.id.is_none()).count() as u64;
             tables.insert(*key, (table, list));
@@ -284,10 +294,9 @@ impl Engine {
             | Change::EditDest(k, _)
             | Change::DelDest(k, _) => *k,
         };
-        if !staged.contains_key(&key) {
-            staged.insert(key, self.services.get(&key).cloned());
-        }
-        let slot = staged.get_mut(&key).unwrap();
+        let slot = staged
+            .entry(key)
+            .or_insert_with(|| self.services.get(&key).cloned());
         match ch {
             Change::AddService(k, cfg) => {
                 if slot.is_some() {
@@ -296,7 +305,9 @@ impl Engine {
                 if let Some(r) = unsupported_reason(k, cfg, &[]) {
                     return Err(FastPathError::Unsupported(format!("{k}: {r}")));
                 }
-                let ServiceKey::Inet { proto, addr, port } = k else { unreachable!() };
+                let ServiceKey::Inet { proto, addr, port } = k else {
+                    unreachable!()
+                };
                 let kind = SchedKind::from_config(cfg).expect("checked supported");
                 *new_svcs += 1;
                 *slot = Some(SvcState {
@@ -325,9 +336,7 @@ impl Engine {
                 let kind = SchedKind::from_config(cfg).expect("checked supported");
                 if cfg.scheduler != st.config.scheduler {
                     // The kernel binds a fresh scheduler instance: its state starts over.
-                    st.sched = ServiceSched::new(kind);
-                    let list = st.sched_list();
-                    st.sched.on_change(&[], &list);
+                    st.sched = ServiceSched::init(kind, &st.sched_list());
                     st.advanced = true;
                 } else {
                     advance(ebpf, st)?;
@@ -413,7 +422,11 @@ impl Engine {
         // New destinations: ids, DESTS entries and zeroed counters, before any table names them.
         for e in st.dests.iter_mut().filter(|e| e.id.is_none()) {
             let id = self.dest_ids.alloc().expect("capacity checked");
-            let gen = self.dest_gen.entry(id).and_modify(|g| *g = g.wrapping_add(1)).or_insert(1);
+            let gen = self
+                .dest_gen
+                .entry(id)
+                .and_modify(|g| *g = g.wrapping_add(1))
+                .or_insert(1);
             let v = DestValue {
                 addr: u32::from(v4(&e.dest.addr)).to_be(),
                 port: e.dest.port.to_be(),
@@ -435,7 +448,14 @@ impl Engine {
         {
             let mut slots = slots_map(ebpf)?;
             slots
-                .set(off, SchedSlot { dest_id: NO_DEST, aux: 0 }, 0)
+                .set(
+                    off,
+                    SchedSlot {
+                        dest_id: NO_DEST,
+                        aux: 0,
+                    },
+                    0,
+                )
                 .map_err(map_err("SCHED_SLOTS"))?;
             for (i, p) in table.iter().enumerate() {
                 let dest_id = match p.dest {
@@ -450,7 +470,14 @@ impl Engine {
                     None => NO_DEST,
                 };
                 slots
-                    .set(off + 1 + i as u32, SchedSlot { dest_id, aux: p.aux }, 0)
+                    .set(
+                        off + 1 + i as u32,
+                        SchedSlot {
+                            dest_id,
+                            aux: p.aux,
+                        },
+                        0,
+                    )
                     .map_err(map_err("SCHED_SLOTS"))?;
             }
         }
@@ -475,7 +502,11 @@ impl Engine {
         // Destinations that went away: expire their connections, keep their counters.
         if let Some(old) = old {
             let kept: HashSet<u32> = st.dests.iter().filter_map(|e| e.id).collect();
-            for e in old.dests.iter().filter(|e| e.id.is_some_and(|id| !kept.contains(&id))) {
+            for e in old
+                .dests
+                .iter()
+                .filter(|e| e.id.is_some_and(|id| !kept.contains(&id)))
+            {
                 let id = e.id.unwrap();
                 st.retired_add(read_dest_stats(ebpf, id)?);
                 self.kill_dest(ebpf, id, l4(&e.dest.addr, e.dest.port, st.proto))?;
@@ -489,7 +520,9 @@ impl Engine {
         let Some(st) = self.services.remove(key) else {
             return Ok(());
         };
-        services_map(ebpf)?.remove(&st.vip).map_err(map_err("SERVICES"))?;
+        services_map(ebpf)?
+            .remove(&st.vip)
+            .map_err(map_err("SERVICES"))?;
         for e in &st.dests {
             if let Some(id) = e.id {
                 self.kill_dest(ebpf, id, l4(&e.dest.addr, e.dest.port, st.proto))?;
@@ -502,7 +535,12 @@ impl Engine {
         Ok(())
     }
 
-    fn kill_dest(&mut self, ebpf: &mut Ebpf, id: u32, backend: L4Addr) -> Result<(), FastPathError> {
+    fn kill_dest(
+        &mut self,
+        ebpf: &mut Ebpf,
+        id: u32,
+        backend: L4Addr,
+    ) -> Result<(), FastPathError> {
         let mut dests = dests_map(ebpf)?;
         let mut v = dests.get(&id, 0).map_err(map_err("DESTS"))?;
         v.flags &= !DEST_F_LIVE;
@@ -548,7 +586,7 @@ impl Engine {
         &self,
         ebpf: &Ebpf,
         key: &ServiceKey,
-    ) -> Result<Option<(Counters, Vec<((IpAddr, u16), Counters)>)>, FastPathError> {
+    ) -> Result<Option<ServiceCounters>, FastPathError> {
         let Some(st) = self.services.get(key) else {
             return Ok(None);
         };

@@ -12,7 +12,7 @@ use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{map_names as names, Config, CFG_F_FIB_REDIRECT, N_TIMEOUTS, UDP_STATE};
 
-pub use engine::{unsupported_reason, Counters, Engine, Limits};
+pub use engine::{unsupported_reason, Counters, Engine, Limits, ServiceCounters};
 
 use crate::model::Change;
 
@@ -104,8 +104,12 @@ impl FastPath {
             .map_max_entries(names::REPLIES, config.conn_table_size);
         let pins: Vec<(&str, PathBuf)> = match &config.pin_dir {
             Some(dir) => {
+                ensure_bpffs(dir)?;
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    FastPathError::Load(format!("cannot create pin directory {}: {e}", dir.display()))
+                    FastPathError::Load(format!(
+                        "cannot create pin directory {}: {e}",
+                        dir.display()
+                    ))
                 })?;
                 MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect()
             }
@@ -123,7 +127,8 @@ impl FastPath {
                 .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
                 .try_into()
                 .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
-            p.load().map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
+            p.load()
+                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
         }
         let engine = Engine::new(Limits {
             max_services: config.max_services,
@@ -168,7 +173,7 @@ impl FastPath {
     pub fn counters(
         &self,
         key: &crate::model::ServiceKey,
-    ) -> Result<Option<(Counters, Vec<((std::net::IpAddr, u16), Counters)>)>, FastPathError> {
+    ) -> Result<Option<ServiceCounters>, FastPathError> {
         self.engine.counters(&self.ebpf, key)
     }
 
@@ -178,12 +183,14 @@ impl FastPath {
 
     fn read_config(&self) -> Result<Config, FastPathError> {
         let m: Array<&MapData, Config> = engine::typed_ref(&self.ebpf, names::CONFIG)?;
-        m.get(&0, 0).map_err(|e| FastPathError::Map(format!("CONFIG: {e}")))
+        m.get(&0, 0)
+            .map_err(|e| FastPathError::Map(format!("CONFIG: {e}")))
     }
 
     fn write_config(&mut self, cfg: Config) -> Result<(), FastPathError> {
         let mut m: Array<&mut MapData, Config> = engine::typed(&mut self.ebpf, names::CONFIG)?;
-        m.set(0, cfg, 0).map_err(|e| FastPathError::Map(format!("CONFIG: {e}")))
+        m.set(0, cfg, 0)
+            .map_err(|e| FastPathError::Map(format!("CONFIG: {e}")))
     }
 
     /// `ipvsadm --set tcp tcpfin udp` (seconds; 0 leaves a value unchanged, as ipvsadm does).
@@ -220,7 +227,12 @@ impl FastPath {
 
     /// Attaches the balancer to an interface. A redirect may then transmit on it (it is added
     /// to TX_PORTS) when `redirect_ok`: see README on veth and XDP redirects.
-    pub fn attach(&mut self, iface: &str, mode: AttachMode, redirect_ok: bool) -> Result<(), FastPathError> {
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        redirect_ok: bool,
+    ) -> Result<(), FastPathError> {
         let xdp_mode = match mode {
             AttachMode::Native => XdpMode::Driver,
             AttachMode::Generic => XdpMode::Skb,
@@ -232,10 +244,11 @@ impl FastPath {
             .expect("loaded")
             .try_into()
             .expect("xdp");
-        p.attach(iface, xdp_mode).map_err(|e| FastPathError::Attach {
-            iface: iface.to_string(),
-            msg: format!("{e:#}"),
-        })?;
+        p.attach(iface, xdp_mode)
+            .map_err(|e| FastPathError::Attach {
+                iface: iface.to_string(),
+                msg: format!("{e:#}"),
+            })?;
         if redirect_ok {
             let mut tx: DevMapHash<&mut MapData> = engine::typed(&mut self.ebpf, names::TX_PORTS)?;
             tx.insert(ifindex, ifindex, None, 0)
@@ -256,15 +269,18 @@ impl FastPath {
             .expect("loaded")
             .try_into()
             .expect("xdp");
-        p.attach(iface, xdp_mode).map(|_| ()).map_err(|e| FastPathError::Attach {
-            iface: iface.to_string(),
-            msg: format!("{e:#}"),
-        })
+        p.attach(iface, xdp_mode)
+            .map(|_| ())
+            .map_err(|e| FastPathError::Attach {
+                iface: iface.to_string(),
+                msg: format!("{e:#}"),
+            })
     }
 
     /// The packet-path counters (lb_common::path::*), summed over CPUs.
     pub fn path_stats(&self) -> Result<Vec<u64>, FastPathError> {
-        let m: aya::maps::PerCpuArray<&MapData, u64> = engine::typed_ref(&self.ebpf, names::PATH_STATS)?;
+        let m: aya::maps::PerCpuArray<&MapData, u64> =
+            engine::typed_ref(&self.ebpf, names::PATH_STATS)?;
         (0..lb_common::path::N)
             .map(|i| {
                 m.get(&i, 0)
@@ -292,6 +308,38 @@ pub fn remove_pins(dir: &Path) -> Result<(), FastPathError> {
         }
     }
     let _ = std::fs::remove_dir(dir);
+    Ok(())
+}
+
+/// Pins only work on a bpffs: mount one at /sys/fs/bpf when the pin directory is under it and
+/// nothing is mounted there (some machines boot without it).
+pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), FastPathError> {
+    let root = Path::new("/sys/fs/bpf");
+    if !pin_dir.starts_with(root) {
+        return Ok(());
+    }
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let c = std::ffi::CString::new("/sys/fs/bpf").unwrap();
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let fstype = std::ffi::CString::new("bpf").unwrap();
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(FastPathError::Load(format!(
+            "no bpffs at /sys/fs/bpf and mounting one failed ({}); run `mount -t bpf bpf /sys/fs/bpf`",
+            std::io::Error::last_os_error()
+        )));
+    }
     Ok(())
 }
 

@@ -158,7 +158,10 @@ impl<'a> Attrs<'a> {
     fn fixed<const N: usize>(&self, ty: u16, what: &str) -> Result<[u8; N], IpvsError> {
         let p = self.need(ty, what)?;
         p.get(..N).and_then(|s| s.try_into().ok()).ok_or_else(|| {
-            IpvsError::Decode(format!("{what} (attribute {ty}) has {} bytes, want {N}", p.len()))
+            IpvsError::Decode(format!(
+                "{what} (attribute {ty}) has {} bytes, want {N}",
+                p.len()
+            ))
         })
     }
 

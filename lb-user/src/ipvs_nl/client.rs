@@ -159,7 +159,9 @@ impl IpvsClient {
         let mut out = Vec::new();
         loop {
             let (iter, _) = self.sock.recv::<u16, Buffer>().map_err(|e| {
-                nl_err(format!("receiving the reply to IPVS/ctrl command {command}: {e}"))
+                nl_err(format!(
+                    "receiving the reply to IPVS/ctrl command {command}: {e}"
+                ))
             })?;
             for m in iter {
                 let m = m.map_err(nl_err)?;
@@ -289,7 +291,11 @@ impl IpvsClient {
     /// One service with its destinations; [`IpvsError::NoSuchService`] if it does not exist.
     pub fn service(&self, key: &ServiceKey) -> Result<KernelService, IpvsError> {
         let ctx = Ctx::service(Op::GetService, key);
-        let r = self.get(&ctx, cmd::GET_SERVICE, svc_nest(messages::service_id(key)?)?)?;
+        let r = self.get(
+            &ctx,
+            cmd::GET_SERVICE,
+            svc_nest(messages::service_id(key)?)?,
+        )?;
         let body = r
             .first()
             .ok_or_else(|| IpvsError::Decode("no reply to GET_SERVICE".into()))?;
@@ -369,7 +375,11 @@ impl IpvsClient {
     /// DEL_SERVICE (`ipvsadm -D`), with its destinations.
     pub fn del_service(&self, key: &ServiceKey) -> Result<(), IpvsError> {
         let ctx = Ctx::service(Op::DelService, key);
-        self.request(&ctx, cmd::DEL_SERVICE, svc_nest(messages::service_id(key)?)?)
+        self.request(
+            &ctx,
+            cmd::DEL_SERVICE,
+            svc_nest(messages::service_id(key)?)?,
+        )
     }
 
     /// NEW_DEST (`ipvsadm -a`): the kernel puts it at the head of the service's list.

@@ -283,7 +283,10 @@ mod tests {
         let a = Attrs::parse(&b).unwrap();
         assert_eq!(a.u16(svc_attr::AF, "").unwrap(), AF_INET);
         assert_eq!(a.u16(svc_attr::PROTOCOL, "").unwrap(), 6);
-        assert_eq!(a.get(svc_attr::ADDR).unwrap(), &[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            a.get(svc_attr::ADDR).unwrap(),
+            &[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
         assert_eq!(a.get(svc_attr::PORT).unwrap(), &[0, 80]);
         assert_eq!(a.get(svc_attr::SCHED_NAME).unwrap(), b"sh\0");
         let f = a.get(svc_attr::FLAGS).unwrap();
@@ -346,7 +349,10 @@ mod tests {
 
     #[test]
     fn default_ipv6_netmask_is_a_full_prefix() {
-        assert_eq!(netmask_to_wire(Family::Inet6, u32::MAX), 128u32.to_ne_bytes());
+        assert_eq!(
+            netmask_to_wire(Family::Inet6, u32::MAX),
+            128u32.to_ne_bytes()
+        );
         assert_eq!(netmask_to_wire(Family::Inet, u32::MAX), [255; 4]);
     }
 }

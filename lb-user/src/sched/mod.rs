@@ -169,6 +169,10 @@ impl ServiceSched {
     /// The table to publish now, for `list`: rr/wrr one full period from the current state
     /// (empty if no destination is available), sh exactly 256 entries (all None for an empty
     /// list). `max_len` caps the length; a longer table is `TableTooLong`.
+    ///
+    /// `list` must carry the weights of the last `on_change` (wrr's mw and di come from it, as
+    /// in the kernel); OVERLOAD flags may have changed since, as they do without a kernel hook:
+    /// then `advance` with the old table and publish a new one, without `on_change`.
     pub fn table(&self, list: &[SchedDest], max_len: usize) -> Result<Vec<Pick>, SchedError> {
         match (&self.state, self.kind) {
             (State::Rr { cursor }, _) => rr::table(*cursor, list, max_len),
