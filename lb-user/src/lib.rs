@@ -2,7 +2,9 @@
 //! IPVS netlink client, and the pieces the `xvsd` daemon and `xvsadm` CLI are built from.
 
 pub mod bpf_object;
+pub mod ctl;
 pub mod fastpath;
 pub mod ipvs_nl;
 pub mod model;
 pub mod sched;
+pub mod snapshot;

@@ -7,8 +7,10 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
 /// Transport protocol of a virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -45,14 +47,14 @@ impl Protocol {
 }
 
 /// Address family, for fwmark services (which carry no address).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
     Inet,
     Inet6,
 }
 
 /// What identifies a virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ServiceKey {
     /// (protocol, VIP, port).
     Inet {
@@ -122,7 +124,7 @@ pub const KERNEL_SCHEDULERS: &[&str] = &[
 ];
 
 /// Service flags (IP_VS_SVC_F_*), the ones an operator sets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceFlags {
     /// IP_VS_SVC_F_PERSISTENT (set by `-p`).
     pub persistent: bool,
@@ -177,7 +179,7 @@ impl ServiceFlags {
 }
 
 /// Everything about a service except its identity and destinations.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceConfig {
     /// Scheduler name, one of KERNEL_SCHEDULERS.
     pub scheduler: String,
@@ -209,7 +211,7 @@ impl ServiceConfig {
 }
 
 /// How packets reach a destination (IP_VS_CONN_F_FWD_MASK values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Forward {
     /// NAT: the only method that maps ports.
     Masq,
@@ -254,7 +256,7 @@ impl Forward {
 }
 
 /// A real server of a service.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destination {
     pub addr: IpAddr,
     pub port: u16,
@@ -286,7 +288,7 @@ impl Destination {
 }
 
 /// A virtual service and its destinations, in the kernel's list order (newest first).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub key: ServiceKey,
     pub config: ServiceConfig,
@@ -326,7 +328,7 @@ pub enum TableError {
 
 /// A single change to the table, in the order it is applied. Engines that carry scheduler
 /// state (wrr) replay these one by one, as the kernel runs its hook once per change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     AddService(ServiceKey, ServiceConfig),
     EditService(ServiceKey, ServiceConfig),
@@ -338,8 +340,21 @@ pub enum Change {
     DelDest(ServiceKey, (IpAddr, u16)),
 }
 
+/// What an operator asks for (one ipvsadm command, or one line of a restore file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    AddService(ServiceKey, ServiceConfig),
+    EditService(ServiceKey, ServiceConfig),
+    DelService(ServiceKey),
+    AddDest(ServiceKey, Destination),
+    EditDest(ServiceKey, Destination),
+    DelDest(ServiceKey, IpAddr, u16),
+    /// ipvsadm -C.
+    Clear,
+}
+
 /// The whole table. Services keep the order they were added in; listings sort as ipvsadm does.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
     services: Vec<Service>,
 }
@@ -501,6 +516,32 @@ impl Table {
             .ok_or_else(|| TableError::NoSuchDest(dest_name(&addr, port)))?;
         svc.dests.remove(i);
         Ok(Change::DelDest(*key, (addr, port)))
+    }
+
+    /// Applies one operation; on error the table is unchanged.
+    pub fn apply_op(&mut self, op: &Op) -> Result<Vec<Change>, TableError> {
+        Ok(match op {
+            Op::AddService(k, c) => vec![self.add_service(*k, c.clone())?],
+            Op::EditService(k, c) => vec![self.edit_service(*k, c.clone())?],
+            Op::DelService(k) => vec![self.del_service(k)?],
+            Op::AddDest(k, d) => vec![self.add_dest(k, d.clone())?],
+            Op::EditDest(k, d) => vec![self.edit_dest(k, d.clone())?],
+            Op::DelDest(k, a, p) => vec![self.del_dest(k, *a, *p)?],
+            Op::Clear => self.clear(),
+        })
+    }
+
+    /// The operations that build this table from empty, in an order that reproduces the
+    /// kernel's list order (destinations oldest first, since each add goes to the head).
+    pub fn to_ops(&self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for s in &self.services {
+            ops.push(Op::AddService(s.key, s.config.clone()));
+            for d in s.dests.iter().rev() {
+                ops.push(Op::AddDest(s.key, d.clone()));
+            }
+        }
+        ops
     }
 
     /// Removes every service (ipvsadm -C).

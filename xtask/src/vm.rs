@@ -299,8 +299,53 @@ fn apt_field(out: &str, field: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-/// The current cloud kernel package and its candidate version.
+/// When apt's package lists last changed (their newest mtime), to know when a remembered
+/// answer of apt-cache is still good.
+fn apt_lists_stamp() -> Option<u128> {
+    let dir = Path::new("/var/lib/apt/lists");
+    let mtime = |p: &Path| {
+        fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+    };
+    let mut newest = mtime(dir)?;
+    for e in fs::read_dir(dir).ok()?.filter_map(|e| e.ok()) {
+        newest = newest.max(mtime(&e.path()).unwrap_or(0));
+    }
+    Some(newest)
+}
+
+/// The current cloud kernel package and its candidate version, remembered until apt's
+/// package lists change (apt-cache takes over a second here).
 fn current_kernel_package() -> Result<(String, String)> {
+    let key = |stamp: u128| {
+        format!(
+            "{stamp} {}",
+            std::env::var("XVS_VM_KERNEL_PKG").unwrap_or_default()
+        )
+    };
+    let memo = cache_dir().join("kernel").join("resolved");
+    let before = apt_lists_stamp();
+    if let (Some(stamp), Ok(text)) = (before, fs::read_to_string(&memo)) {
+        let mut l = text.lines();
+        if l.next() == Some(key(stamp).as_str()) {
+            if let Some((pkg, ver)) = l.next().and_then(|x| x.split_once(' ')) {
+                return Ok((pkg.to_string(), ver.to_string()));
+            }
+        }
+    }
+    let (pkg, version) = resolve_kernel_package()?;
+    // (An apt-get update during the resolution changes the stamp: then remember the new one.)
+    if let Some(stamp) = apt_lists_stamp() {
+        let _ = fs::create_dir_all(memo.parent().unwrap());
+        let _ = fs::write(&memo, format!("{}\n{pkg} {version}\n", key(stamp)));
+    }
+    Ok((pkg, version))
+}
+
+fn resolve_kernel_package() -> Result<(String, String)> {
     let query = || -> Result<(String, String)> {
         let pkg = match std::env::var("XVS_VM_KERNEL_PKG") {
             Ok(p) => p,
@@ -703,41 +748,28 @@ fn add_tree(c: &mut Cpio, root: &Path, dir: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // Test binaries
 
-/// Builds integration test binaries (`cargo test -p PKG --test NAME --no-run`) for the VM:
-/// statically linked (`-C target-feature=+crt-static`) for x86_64-unknown-linux-gnu, or, if
-/// that fails, dynamically (then [`run_in_vm`] copies their libraries in).
-pub fn build_test_binaries(tests: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
-    match cargo_tests(tests, true) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            eprintln!("vm: static build failed ({e:#}); building dynamically linked binaries");
-            cargo_tests(tests, false)
-        }
-    }
-}
-
-fn cargo_tests(tests: &[(&str, &str)], static_link: bool) -> Result<Vec<PathBuf>> {
+/// Builds integration test binaries (`cargo test -p PKG --test NAME --no-run`) for the VM.
+///
+/// By default they are the host's own test binaries (same target dir and flags as
+/// `cargo test`, so nothing is rebuilt after it; dynamically linked, [`run_in_vm`] copies
+/// their libraries in and strips debug info from its copy). With `static_link` they are built
+/// for x86_64-unknown-linux-gnu with `-C target-feature=+crt-static` (a separate build).
+pub fn build_test_binaries(tests: &[(&str, &str)], static_link: bool) -> Result<Vec<PathBuf>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = "x86_64-unknown-linux-gnu";
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root())
-        .args([
-            "test",
-            "--no-run",
-            "--message-format=json-render-diagnostics",
-        ])
-        .args(["--target", target]);
+        .args(["test", "--no-run", "--message-format=json-render-diagnostics"]);
     for (pkg, test) in tests {
         cmd.args(["-p", pkg, "--test", test]);
     }
-    // With --target, RUSTFLAGS reach only the target's crates, not build scripts or proc
-    // macros. Debug info is stripped: it would only make the initramfs bigger.
-    let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
     if static_link {
-        flags.push_str(" -C target-feature=+crt-static");
+        // With --target, RUSTFLAGS reach only the target's crates, not build scripts or proc
+        // macros.
+        let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        flags.push_str(" -C target-feature=+crt-static -C strip=debuginfo");
+        cmd.args(["--target", "x86_64-unknown-linux-gnu"])
+            .env("RUSTFLAGS", flags.trim());
     }
-    flags.push_str(" -C strip=debuginfo");
-    cmd.env("RUSTFLAGS", flags.trim());
     cmd.stderr(Stdio::inherit()).stdout(Stdio::piped());
     let out = cmd.output().context("running cargo test --no-run")?;
     if !out.status.success() {
@@ -755,13 +787,38 @@ fn cargo_tests(tests: &[(&str, &str)], static_link: bool) -> Result<Vec<PathBuf>
         }
     }
     if exes.len() != tests.len() {
-        bail!(
-            "cargo built {} test binaries, wanted {}",
-            exes.len(),
-            tests.len()
-        );
+        bail!("cargo built {} test binaries, wanted {}", exes.len(), tests.len());
     }
     Ok(exes)
+}
+
+/// A copy of `bin` without debug info in `dir` (smaller initramfs), or `bin` itself when
+/// `strip` is missing or fails.
+fn stripped_copy(bin: &Path, dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(format!("{name}.stripped"));
+    let is_elf = fs::File::open(bin)
+        .and_then(|mut f| {
+            let mut m = [0u8; 4];
+            f.read_exact(&mut m).map(|_| m == *b"\x7fELF")
+        })
+        .unwrap_or(false);
+    let ok = is_elf
+        && find_tool("strip").is_some_and(|strip| {
+        Command::new(strip)
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&out)
+            .arg(bin)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    if ok {
+        out
+    } else {
+        bin.to_path_buf()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -892,7 +949,8 @@ pub fn run_in_vm(binaries: &[PathBuf], opts: &VmOptions) -> Result<VmReport> {
         while names.contains(&name) {
             name.push('_');
         }
-        c.binary_with_libs(&format!("xvs/tests/{name}"), b)?;
+        let b = stripped_copy(b, &run_dir, &name);
+        c.binary_with_libs(&format!("xvs/tests/{name}"), &b)?;
         names.push(name);
     }
     for (host, guest) in &opts.extra_files {
@@ -1081,6 +1139,10 @@ pub struct VmTestArgs {
     /// Only prepare the kernel and base initramfs (e.g. to warm a cache).
     #[arg(long)]
     pub prepare_only: bool,
+    /// Build the test binaries statically (separate build for x86_64-unknown-linux-gnu with
+    /// crt-static) instead of reusing the host's `cargo test` build.
+    #[arg(long = "static")]
+    pub static_link: bool,
     /// Arguments for the test binaries, after `--` (e.g. `-- --nocapture`).
     #[arg(last = true)]
     pub test_args: Vec<String>,
@@ -1109,7 +1171,7 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         return Ok(());
     }
     let t_build = Instant::now();
-    let bins = build_test_binaries(VM_TESTS)?;
+    let bins = build_test_binaries(VM_TESTS, args.static_link)?;
     let build_secs = secs(t_build.elapsed());
     let report = run_in_vm(&bins, &opts)?;
     if !report.passed() && !opts.echo {
@@ -1182,5 +1244,68 @@ mod tests {
             "vm_ipvs_netlink"
         );
         assert_eq!(test_name(Path::new("/t/foo")), "foo");
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// The harness's own contract: pass/fail per binary, artifacts, and every way a run can
+    /// go wrong. Boots the VM four times.
+    #[test]
+    #[ignore = "boots the VM four times (~40 s): cargo test -p xtask -- --ignored"]
+    fn vm_outcomes_are_reported() {
+        let dir = cache_dir().join("selftest");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let quick = VmOptions {
+            timeout: Duration::from_secs(60),
+            echo: false,
+            ..Default::default()
+        };
+
+        let ok = script(
+            &dir,
+            "ok",
+            "mkdir -p $XVS_VM_OUT/sub && printf 'a\\nb' > $XVS_VM_OUT/sub/f.txt && \
+             [ \"$XVS_IN_VM\" = 1 ] && [ \"$XVS_X\" = 'y z' ] && [ \"$1\" = --flag ]",
+        );
+        let fail = script(&dir, "fail", "exit 3");
+        let r = run_in_vm(
+            &[ok, fail],
+            &VmOptions {
+                env: vec![("XVS_X".into(), "y z".into())],
+                test_args: vec!["--flag".into()],
+                ..quick.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.outcome, VmOutcome::TestsFailed(vec!["fail".into()]), "{}", r.console);
+        assert_eq!(r.tests, vec![("ok".into(), 0), ("fail".into(), 3)]);
+        assert_eq!(r.artifacts["sub/f.txt"], b"a\nb");
+
+        let panic = script(&dir, "panic", "echo c > /proc/sysrq-trigger; sleep 30");
+        let r = run_in_vm(&[panic], &quick).unwrap();
+        assert_eq!(r.outcome, VmOutcome::KernelPanic, "{}", r.console);
+
+        let off = script(&dir, "off", "poweroff -f; sleep 30");
+        let r = run_in_vm(&[off], &quick).unwrap();
+        assert_eq!(r.outcome, VmOutcome::NoResult, "{}", r.console);
+
+        let hang = script(&dir, "hang", "sleep 600");
+        let r = run_in_vm(
+            &[hang],
+            &VmOptions {
+                timeout: Duration::from_secs(15),
+                ..quick
+            },
+        )
+        .unwrap();
+        assert_eq!(r.outcome, VmOutcome::Timeout, "{}", r.console);
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -193,7 +193,7 @@ impl<'a> Ctx<'a> {
                                 upper: *upper,
                             };
                         }
-                        return IpvsError::WeightRange(*weight as i32 as i64);
+                        return IpvsError::WeightRange(*weight as i64);
                     }
                 }
                 _ => {}
