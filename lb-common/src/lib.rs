@@ -40,6 +40,7 @@ pub const SH_TAB_SIZE: u32 = 256;
 /// BACKENDS (the real-server side).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct L4Addr {
     /// IPv4 address, network byte order.
     pub addr: u32,
@@ -106,6 +107,7 @@ pub struct DestValue {
 /// are the sum over its destinations, folded in userspace: one map write per packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct DestStats {
     pub conns: u64,
     pub inpkts: u64,

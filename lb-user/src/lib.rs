@@ -3,8 +3,10 @@
 
 pub mod bpf_object;
 pub mod ctl;
+pub mod daemon;
 pub mod fastpath;
 pub mod ipvs_nl;
+pub mod ipvsadm;
 pub mod model;
 pub mod sched;
 pub mod snapshot;

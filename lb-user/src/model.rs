@@ -544,6 +544,43 @@ impl Table {
         ops
     }
 
+    /// The operations that turn this table into `target`, touching only what differs: a
+    /// reload applies these, so unchanged services keep their connections and scheduler state.
+    /// Destinations new to a service are added oldest first (each add goes to the head).
+    pub fn diff_ops(&self, target: &Table) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for s in &self.services {
+            if target.service(&s.key).is_none() {
+                ops.push(Op::DelService(s.key));
+            }
+        }
+        for t in &target.services {
+            let Some(s) = self.service(&t.key) else {
+                ops.push(Op::AddService(t.key, t.config.clone()));
+                for d in t.dests.iter().rev() {
+                    ops.push(Op::AddDest(t.key, d.clone()));
+                }
+                continue;
+            };
+            if s.config != t.config {
+                ops.push(Op::EditService(t.key, t.config.clone()));
+            }
+            for d in &s.dests {
+                if t.dest(d.addr, d.port).is_none() {
+                    ops.push(Op::DelDest(t.key, d.addr, d.port));
+                }
+            }
+            for d in t.dests.iter().rev() {
+                match s.dest(d.addr, d.port) {
+                    None => ops.push(Op::AddDest(t.key, d.clone())),
+                    Some(old) if old != d => ops.push(Op::EditDest(t.key, d.clone())),
+                    Some(_) => {}
+                }
+            }
+        }
+        ops
+    }
+
     /// Removes every service (ipvsadm -C).
     pub fn clear(&mut self) -> Vec<Change> {
         self.services
@@ -627,6 +664,52 @@ mod tests {
             Err(TableError::NoSuchDest("10.9.9.9:1".into()))
         );
         assert_eq!(t, before);
+    }
+
+    #[test]
+    fn diff_ops_turns_one_table_into_another_touching_only_differences() {
+        let k1 = ServiceKey::tcp(Ipv4Addr::new(10, 0, 0, 1), 80);
+        let k2 = ServiceKey::tcp(Ipv4Addr::new(10, 0, 0, 2), 80);
+        let k3 = ServiceKey::udp(Ipv4Addr::new(10, 0, 0, 3), 53);
+        let mut a = Table::new();
+        a.add_service(k1, ServiceConfig::with_scheduler("rr"))
+            .unwrap();
+        a.add_dest(&k1, Destination::masq(ip("10.1.0.1"), 80, 1))
+            .unwrap();
+        a.add_dest(&k1, Destination::masq(ip("10.1.0.2"), 80, 1))
+            .unwrap();
+        a.add_service(k2, ServiceConfig::with_scheduler("rr"))
+            .unwrap();
+        let mut b = Table::new();
+        b.add_service(k1, ServiceConfig::with_scheduler("rr"))
+            .unwrap();
+        b.add_dest(&k1, Destination::masq(ip("10.1.0.1"), 80, 5))
+            .unwrap();
+        b.add_dest(&k1, Destination::masq(ip("10.1.0.3"), 80, 1))
+            .unwrap();
+        b.add_service(k3, ServiceConfig::with_scheduler("sh"))
+            .unwrap();
+        b.add_dest(&k3, Destination::masq(ip("10.1.0.9"), 53, 1))
+            .unwrap();
+        let ops = a.diff_ops(&b);
+        assert_eq!(
+            ops,
+            vec![
+                Op::DelService(k2),
+                Op::DelDest(k1, ip("10.1.0.2"), 80),
+                Op::EditDest(k1, Destination::masq(ip("10.1.0.1"), 80, 5)),
+                Op::AddDest(k1, Destination::masq(ip("10.1.0.3"), 80, 1)),
+                Op::AddService(k3, ServiceConfig::with_scheduler("sh")),
+                Op::AddDest(k3, Destination::masq(ip("10.1.0.9"), 53, 1)),
+            ]
+        );
+        for op in &ops {
+            a.apply_op(op).unwrap();
+        }
+        assert_eq!(a.services().len(), 2);
+        assert_eq!(a.service(&k1), b.service(&k1));
+        assert_eq!(a.service(&k3), b.service(&k3));
+        assert!(a.diff_ops(&b).is_empty());
     }
 
     #[test]

@@ -38,6 +38,32 @@ pub struct DestView {
     pub inactive: u32,
     pub persist: u32,
     pub stats: Stats,
+    /// Encapsulation of a tunnel destination (`Forward::Tunnel`); `None` means the default
+    /// (ipip, no port, no checksum flags), which is all the table model can express.
+    #[serde(default)]
+    pub tunnel: Option<TunnelView>,
+}
+
+/// Tunnel settings of a destination as the kernel reports them (`ipvsadm --tun-type`,
+/// `--tun-port`, `--tun-nocsum|--tun-csum|--tun-remcsum`; shown by `--tun-info` and `-S`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelView {
+    /// IP_VS_CONN_F_TUNNEL_TYPE_*: 0 ipip, 1 gue, 2 gre.
+    pub kind: u8,
+    /// UDP destination port of a GUE tunnel (0 otherwise).
+    pub port: u16,
+    /// IP_VS_TUNNEL_ENCAP_FLAG_*: 0 no checksum, 1 checksum, 2 remote checksum.
+    pub flags: u16,
+}
+
+impl From<crate::ipvs_nl::Tunnel> for TunnelView {
+    fn from(t: crate::ipvs_nl::Tunnel) -> Self {
+        TunnelView {
+            kind: t.kind.code(),
+            port: t.port,
+            flags: t.flags,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +74,10 @@ pub struct ServiceView {
     pub stats: Stats,
     /// In the kernel's list order (newest first); listings sort them as ipvsadm does.
     pub dests: Vec<DestView>,
+    /// Persistence engine (`ipvsadm --pe`, e.g. "sip") of a kernel-served service; the table
+    /// model has none, so only a service read back from kernel IPVS can carry one.
+    #[serde(default)]
+    pub pe_name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

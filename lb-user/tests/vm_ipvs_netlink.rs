@@ -13,8 +13,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use lb_user::ipvs_nl::{
-    DestOptions, IpvsClient, IpvsError, KernelService, ServiceOptions, Stats, Timeouts, Tunnel,
-    TunnelKind,
+    to_table, DestOptions, IpvsClient, IpvsError, KernelService, ServiceOptions, Stats, Timeouts,
+    Tunnel, TunnelKind,
 };
 use lb_user::model::{
     Destination, Family, Forward, Protocol, ServiceConfig, ServiceFlags, ServiceKey,
@@ -135,6 +135,8 @@ const RULES: &str = "\
 -a -u 10.0.0.6:514 -r 10.244.6.1:514 -m -w 1
 -A -u 10.0.0.7:5060 -s rr -p 60 --pe sip
 -a -u 10.0.0.7:5060 -r 10.244.7.1:5060 -m -w 1
+-A -u 10.0.0.8:5061 -s sh -b sh-fallback -p 30 -M 255.255.0.0 --pe sip -o
+-a -u 10.0.0.8:5061 -r 10.244.9.1:5061 -m -w 2 -x 5
 -A -t [fd00::1]:443 -s mh -b mh-fallback
 -a -t [fd00::1]:443 -r [fd00:1::1]:8443 -m -w 1
 -a -t [fd00::1]:443 -r [fd00:1::2]:8443 -m -w 2 -x 10 -y 5
@@ -279,6 +281,14 @@ fn reference_table() -> Vec<Entry> {
             dests: vec![plain(dest("10.244.7.1", 5060, Masq, 1, 0, 0))],
         },
         Entry {
+            key: inet(Udp, "10.0.0.8", 5061),
+            config: cfg("sh", P | S1 | ServiceFlags::ONEPACKET, 30, 0xffff_0000),
+            options: ServiceOptions {
+                pe_name: Some("sip".into()),
+            },
+            dests: vec![plain(dest("10.244.9.1", 5061, Masq, 2, 5, 0))],
+        },
+        Entry {
             key: inet(Tcp, "fd00::1", 443),
             config: cfg("mh", S1, 0, 128),
             options: no_opts(),
@@ -392,7 +402,10 @@ fn listings() -> Vec<(&'static str, String)> {
         ("list-stats.txt", ipvsadm(&["-L", "-n", "--stats"])),
         ("list-rate.txt", ipvsadm(&["-L", "-n", "--rate"])),
         ("list-exact.txt", ipvsadm(&["-L", "-n", "--exact"])),
-        ("list-thresholds.txt", ipvsadm(&["-L", "-n", "--thresholds"])),
+        (
+            "list-thresholds.txt",
+            ipvsadm(&["-L", "-n", "--thresholds"]),
+        ),
         (
             "list-persistent-conn.txt",
             ipvsadm(&["-L", "-n", "--persistent-conn"]),
@@ -462,6 +475,12 @@ fn reference_table_both_ways() {
         // GET_SERVICE (do) agrees with the dump.
         assert_eq!(c.service(&ks.service.key).unwrap(), ks);
     }
+    // The dump converts to the model's table, destinations in the kernel's order.
+    let dump = c.services().unwrap();
+    let t = to_table(&dump).unwrap();
+    for ks in &dump {
+        assert_eq!(t.service(&ks.service.key), Some(&ks.service));
+    }
     let by_ipvsadm = listings();
     for (name, text) in &by_ipvsadm {
         golden(name, text, committed(name));
@@ -509,8 +528,27 @@ fn edits_deletes_and_ipvsadm_edits() {
     assert_eq!(order(&c), vec![d3.clone(), d2e.clone(), d1.clone()]);
 
     // ipvsadm edits, the client sees them.
-    ipvsadm(&["-e", "-t", "10.0.0.1:80", "-r", "10.244.1.1:8080", "-m", "-w", "0"]);
-    ipvsadm(&["-E", "-t", "10.0.0.1:80", "-s", "mh", "-b", "mh-port", "-p", "90"]);
+    ipvsadm(&[
+        "-e",
+        "-t",
+        "10.0.0.1:80",
+        "-r",
+        "10.244.1.1:8080",
+        "-m",
+        "-w",
+        "0",
+    ]);
+    ipvsadm(&[
+        "-E",
+        "-t",
+        "10.0.0.1:80",
+        "-s",
+        "mh",
+        "-b",
+        "mh-port",
+        "-p",
+        "90",
+    ]);
     let ks = c.service(&key).unwrap();
     assert_eq!(ks.service.dests[2].weight, 0);
     assert_eq!(ks.service.config, cfg("mh", P | S2, 90, ALL));
@@ -533,7 +571,10 @@ fn kernel_errors_are_typed() {
     c.add_service(&key, &cfg("rr", 0, 0, ALL)).unwrap();
 
     let e = c.add_service(&key, &cfg("rr", 0, 0, ALL)).unwrap_err();
-    assert!(matches!(e, IpvsError::ServiceExists(k) if k == key), "{e:?}");
+    assert!(
+        matches!(e, IpvsError::ServiceExists(k) if k == key),
+        "{e:?}"
+    );
     assert_eq!(e.to_string(), "Service already exists: TCP 10.0.0.1:80");
 
     for e in [
@@ -544,13 +585,18 @@ fn kernel_errors_are_typed() {
         c.add_dest(&missing, &dest("10.244.0.1", 53, Forward::Masq, 1, 0, 0))
             .unwrap_err(),
     ] {
-        assert!(matches!(e, IpvsError::NoSuchService(k) if k == missing), "{e:?}");
+        assert!(
+            matches!(e, IpvsError::NoSuchService(k) if k == missing),
+            "{e:?}"
+        );
         assert_eq!(e.to_string(), "No such service: UDP 10.0.0.9:53");
         assert_eq!(e.errno(), Some(libc::ESRCH));
     }
 
     let other = inet(Protocol::Tcp, "10.0.0.2", 80);
-    let e = c.add_service(&other, &cfg("nosuch", 0, 0, ALL)).unwrap_err();
+    let e = c
+        .add_service(&other, &cfg("nosuch", 0, 0, ALL))
+        .unwrap_err();
     assert!(
         matches!(&e, IpvsError::SchedulerNotFound { scheduler, pe_name: None } if scheduler == "nosuch"),
         "{e:?}"
@@ -600,7 +646,13 @@ fn kernel_errors_are_typed() {
         .edit_dest(&key, &dest("10.244.1.1", 8080, Forward::Masq, 1, 10, 20))
         .unwrap_err();
     assert!(
-        matches!(e, IpvsError::ThresholdRange { lower: 20, upper: 10 }),
+        matches!(
+            e,
+            IpvsError::ThresholdRange {
+                lower: 20,
+                upper: 10
+            }
+        ),
         "{e:?}"
     );
 
@@ -729,13 +781,7 @@ fn timeouts_round_trip() {
         udp: 250,
     })
     .unwrap();
-    assert_eq!(
-        c.timeouts().unwrap(),
-        Timeouts {
-            udp: 250,
-            ..t
-        }
-    );
+    assert_eq!(c.timeouts().unwrap(), Timeouts { udp: 250, ..t });
     ipvsadm(&["--set", "900", "120", "300"]);
     assert_eq!(c.timeouts().unwrap(), defaults);
 }
@@ -756,7 +802,9 @@ fn counters_and_zero() {
     let k1 = inet(Protocol::Tcp, "10.99.0.1", 80);
     let k2 = inet(Protocol::Tcp, "10.99.0.2", 80);
     for k in [&k1, &k2] {
-        let ServiceKey::Inet { addr, .. } = k else { unreachable!() };
+        let ServiceKey::Inet { addr, .. } = k else {
+            unreachable!()
+        };
         c.add_service(k, &cfg("rr", 0, 0, ALL)).unwrap();
         c.add_dest(k, &Destination::masq(*addr, 80, 1)).unwrap();
         let l = TcpListener::bind((*addr, 80)).unwrap();
@@ -794,7 +842,11 @@ fn counters_and_zero() {
     let s2 = c.service(&k2).unwrap();
     assert_eq!(s1.stats.conns, 3);
     assert_eq!(s2.stats.conns, 2);
-    assert!(s1.stats.inpkts >= 9 && s1.stats.inbytes > 0, "{:?}", s1.stats);
+    assert!(
+        s1.stats.inpkts >= 9 && s1.stats.inbytes > 0,
+        "{:?}",
+        s1.stats
+    );
     assert_eq!(s1.dest_state[0].stats.conns, 3);
     let st = &s1.dest_state[0];
     assert_eq!(st.active_conns + st.inactive_conns, 3, "{st:?}");

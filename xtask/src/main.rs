@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// The main job: the daemon on a built-in demo table, with real traffic (needs root).
+    Run,
     /// Install what this machine lacks (Debian packages, nightly rust-src, bpf-linker).
     Setup,
     /// Build everything (the BPF object is built and embedded by lb-user's build script).
@@ -40,6 +42,11 @@ fn cargo(args: &[&str]) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
+        Task::Run => {
+            setup::setup()?;
+            cargo(&["build", "--workspace", "--bins"])?;
+            cargo(&["run", "--quiet", "-p", "xvs-tests", "--bin", "xvs-demo"])
+        }
         Task::Setup => setup::setup(),
         Task::Build { release } => {
             setup::setup()?;
@@ -51,7 +58,19 @@ fn main() -> Result<()> {
         }
         Task::Test => {
             setup::setup()?;
-            cargo(&["test", "--workspace"])
+            // The daemon tests run the xvsd binary: build it first.
+            cargo(&["build", "--workspace", "--bins"])?;
+            cargo(&["test", "--workspace"])?;
+            // Against a real kernel IPVS under qemu (this kernel has none).
+            vm::vm_test(vm::VmTestArgs {
+                record_golden: false,
+                timeout: 300,
+                keep: false,
+                quiet: true,
+                prepare_only: false,
+                static_link: false,
+                test_args: Vec::new(),
+            })
         }
         Task::VmTest(args) => vm::vm_test(args),
     }

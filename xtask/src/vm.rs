@@ -402,9 +402,13 @@ pub fn ensure_kernel() -> Result<Kernel> {
         return load_kernel(&dir);
     }
     eprintln!("vm: fetching {pkg} {version} (apt-get download, dpkg -x)");
-    let _ = fs::remove_dir_all(&dir);
-    let dl = kroot.join("download");
-    let _ = fs::remove_dir_all(&dl);
+    // Work in private directories, then rename: concurrent runs do not trip over each other.
+    let pid = std::process::id();
+    let dl = kroot.join(format!("download-{pid}"));
+    let tmp = kroot.join(format!("unpack-{pid}"));
+    for d in [&dl, &tmp] {
+        let _ = fs::remove_dir_all(d);
+    }
     fs::create_dir_all(&dl)?;
     run(Command::new("apt-get")
         .args(["download", "-qq", &format!("{pkg}={version}")])
@@ -414,15 +418,28 @@ pub fn ensure_kernel() -> Result<Kernel> {
         .map(|e| e.path())
         .find(|p| p.extension() == Some(OsStr::new("deb")))
         .ok_or_else(|| anyhow!("apt-get download left no .deb in {}", dl.display()))?;
-    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&dir))?;
-    let k = load_kernel(&dir)?;
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&tmp))?;
+    let _ = fs::remove_dir_all(&dl);
+    let k = load_kernel(&tmp)?;
     run(Command::new(tool("depmod")?)
         .arg("-b")
-        .arg(&dir)
+        .arg(&tmp)
         .arg(&k.release))?;
-    fs::write(dir.join(".ready"), format!("{pkg} {version}\n"))?;
-    let _ = fs::remove_dir_all(&dl);
-    Ok(k)
+    fs::write(tmp.join(".ready"), format!("{pkg} {version}\n"))?;
+    let _ = fs::remove_dir_all(&dir);
+    if fs::rename(&tmp, &dir).is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    // Older kernels are just disk space now.
+    for e in fs::read_dir(&kroot)?.filter_map(|e| e.ok()) {
+        if e.path() != dir && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if !n.starts_with("download-") && !n.starts_with("unpack-") {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    load_kernel(&dir)
 }
 
 fn load_kernel(dir: &Path) -> Result<Kernel> {
@@ -531,15 +548,14 @@ impl Cpio {
     }
 
     fn write(&self, out: &mut impl Write) -> Result<()> {
-        let mut ino = 1u32;
-        for (path, node) in &self.nodes {
+        for (i, (path, node)) in self.nodes.iter().enumerate() {
+            let ino = i as u32 + 1;
             let (mode, nlink, data): (u32, u32, &[u8]) = match node {
                 Node::Dir => (0o040755, 2, &[]),
                 Node::File { data, mode } => (0o100000 | mode, 1, data),
                 Node::Symlink(t) => (0o120777, 1, t.as_bytes()),
             };
             write_entry(out, ino, mode, nlink, path, data)?;
-            ino += 1;
         }
         write_entry(out, 0, 0, 1, "TRAILER!!!", &[])?;
         Ok(())
@@ -686,7 +702,7 @@ fn ensure_base(k: &Kernel, extra_modules: &[String]) -> Result<PathBuf> {
 
     // Modules: the closure of the list, re-indexed with depmod in a staging directory.
     let files = module_closure(k, &modules)?;
-    let stage = cache_dir().join("stage");
+    let stage = cache_dir().join(format!("stage-{}", std::process::id()));
     let _ = fs::remove_dir_all(&stage);
     let stage_mods = stage.join("lib/modules").join(&k.release);
     fs::create_dir_all(&stage_mods)?;
@@ -712,17 +728,23 @@ fn ensure_base(k: &Kernel, extra_modules: &[String]) -> Result<PathBuf> {
     add_tree(&mut c, &stage, &stage)?;
     let _ = fs::remove_dir_all(&stage);
 
-    let tmp = out.with_extension("tmp");
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
     let mut w = std::io::BufWriter::new(fs::File::create(&tmp)?);
     c.write(&mut w)?;
     w.flush()?;
     drop(w);
     fs::rename(&tmp, &out)?;
-    // Old bases of other keys are just disk space: remove them.
+    // Bases of other inputs are just disk space (left for a while to concurrent runs).
     if let Ok(rd) = fs::read_dir(cache_dir()) {
         for e in rd.filter_map(|e| e.ok()) {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("base-") && n.ends_with(".cpio") && e.path() != out {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(600));
+            if n.starts_with("base-") && e.path() != out && stale {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -757,8 +779,11 @@ fn add_tree(c: &mut Cpio, root: &Path, dir: &Path) -> Result<()> {
 pub fn build_test_binaries(tests: &[(&str, &str)], static_link: bool) -> Result<Vec<PathBuf>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root())
-        .args(["test", "--no-run", "--message-format=json-render-diagnostics"]);
+    cmd.current_dir(repo_root()).args([
+        "test",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
     for (pkg, test) in tests {
         cmd.args(["-p", pkg, "--test", test]);
     }
@@ -787,7 +812,11 @@ pub fn build_test_binaries(tests: &[(&str, &str)], static_link: bool) -> Result<
         }
     }
     if exes.len() != tests.len() {
-        bail!("cargo built {} test binaries, wanted {}", exes.len(), tests.len());
+        bail!(
+            "cargo built {} test binaries, wanted {}",
+            exes.len(),
+            tests.len()
+        );
     }
     Ok(exes)
 }
@@ -804,16 +833,16 @@ fn stripped_copy(bin: &Path, dir: &Path, name: &str) -> PathBuf {
         .unwrap_or(false);
     let ok = is_elf
         && find_tool("strip").is_some_and(|strip| {
-        Command::new(strip)
-            .arg("--strip-debug")
-            .arg("-o")
-            .arg(&out)
-            .arg(bin)
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
+            Command::new(strip)
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(&out)
+                .arg(bin)
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        });
     if ok {
         out
     } else {
@@ -858,7 +887,7 @@ fn run_script(nonce: &str, names: &[String], opts: &VmOptions) -> String {
     s.push_str("failed=\"\"\n");
     for n in names {
         s.push_str(&format!(
-            "echo \"XVS-VM: running {n}\"\n(cd /xvs/out && /xvs/tests/{n} {args})\nrc=$?\n\
+            "echo \"XVS-VM: running {n}\"\n(cd /tmp && /xvs/tests/{n} {args})\nrc=$?\n\
              echo \"XVS-VM-TEST {nonce} {n} $rc\"\n[ $rc -eq 0 ] || failed=\"$failed {n}\"\n",
             args = args.join(" ")
         ));
@@ -1025,14 +1054,15 @@ pub fn run_in_vm(binaries: &[PathBuf], opts: &VmOptions) -> Result<VmReport> {
 
     let deadline = t_vm + opts.timeout;
     let mut console: Vec<u8> = Vec::new();
+    let mut scanned = 0; // console[..scanned] is whole lines already looked at
     let mut outcome: Option<VmOutcome> = None;
     let result_tag = format!("XVS-VM-RESULT {nonce} ");
     let mut result_at: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        // After the result line, give poweroff a few seconds.
+        // After the result line (or a panic), give qemu a few seconds to power off.
         let limit = match result_at {
-            Some(t) => (t + Duration::from_secs(15)).min(deadline.max(t + Duration::from_secs(15))),
+            Some(t) => t + Duration::from_secs(15),
             None => deadline,
         };
         if now >= limit {
@@ -1045,23 +1075,26 @@ pub fn run_in_vm(binaries: &[PathBuf], opts: &VmOptions) -> Result<VmReport> {
         match rx.recv_timeout(limit - now) {
             Ok(chunk) => {
                 console.extend_from_slice(&chunk);
-                let text = String::from_utf8_lossy(&console);
-                if outcome.is_none() {
-                    if text.contains("Kernel panic - not syncing") {
+                while let Some(nl) = console[scanned..].iter().position(|&c| c == b'\n') {
+                    let line = String::from_utf8_lossy(&console[scanned..scanned + nl]);
+                    scanned += nl + 1;
+                    if outcome.is_some() {
+                        continue;
+                    }
+                    if line.contains("Kernel panic - not syncing") {
                         outcome = Some(VmOutcome::KernelPanic);
+                    } else if let Some(pos) = line.find(&result_tag) {
+                        let words: Vec<&str> =
+                            line[pos + result_tag.len()..].split_whitespace().collect();
+                        outcome = Some(match words.first() {
+                            Some(&"PASS") => VmOutcome::Passed,
+                            _ => VmOutcome::TestsFailed(
+                                words.iter().skip(1).map(|s| s.to_string()).collect(),
+                            ),
+                        });
+                    }
+                    if outcome.is_some() {
                         result_at = Some(Instant::now());
-                    } else if let Some(pos) = text.find(&result_tag) {
-                        let rest = &text[pos + result_tag.len()..];
-                        if let Some(end) = rest.find('\n') {
-                            let words: Vec<&str> = rest[..end].split_whitespace().collect();
-                            outcome = Some(match words.first() {
-                                Some(&"PASS") => VmOutcome::Passed,
-                                _ => VmOutcome::TestsFailed(
-                                    words.iter().skip(1).map(|s| s.to_string()).collect(),
-                                ),
-                            });
-                            result_at = Some(Instant::now());
-                        }
                     }
                 }
             }
@@ -1284,7 +1317,12 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(r.outcome, VmOutcome::TestsFailed(vec!["fail".into()]), "{}", r.console);
+        assert_eq!(
+            r.outcome,
+            VmOutcome::TestsFailed(vec!["fail".into()]),
+            "{}",
+            r.console
+        );
         assert_eq!(r.tests, vec![("ok".into(), 0), ("fail".into(), 3)]);
         assert_eq!(r.artifacts["sub/f.txt"], b"a\nb");
 

@@ -3,8 +3,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 /// First-fit allocator of contiguous regions in an array of `size` slots, coalescing on free.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RegionAlloc {
     /// start -> length of each free run.
     free: BTreeMap<u32, u32>,
@@ -78,7 +80,7 @@ impl RegionAlloc {
 
 /// Destination ids. Freed ids are reused last-in-line (FIFO), so an id rests as long as possible
 /// before it names another destination; its generation is bumped on reuse anyway.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct IdAlloc {
     next: u32,
     max: u32,

@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::util::nr_cpus;
 use aya::Ebpf;
@@ -101,7 +103,7 @@ fn l4(addr: &IpAddr, port: u16, proto: Protocol) -> L4Addr {
 }
 
 /// A destination as the engine tracks it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct DestEntry {
     dest: Destination,
     /// DESTS index; None until the commit phase allocates it.
@@ -109,7 +111,7 @@ struct DestEntry {
 }
 
 /// One service as mirrored in the maps.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct SvcState {
     svc_id: u32,
     proto: Protocol,
@@ -159,7 +161,7 @@ impl SvcState {
 }
 
 /// Per-destination figures read back from the maps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub conns: u64,
     pub inpkts: u64,
@@ -182,7 +184,7 @@ impl Counters {
 pub type ServiceCounters = (Counters, Vec<((IpAddr, u16), Counters)>);
 
 /// Sizes of the maps and limits of the engine.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     pub max_services: u32,
     pub max_dests: u32,
@@ -191,16 +193,48 @@ pub struct Limits {
     pub max_period: usize,
 }
 
+/// Everything the engine knows that the maps alone do not say (ids, regions, scheduler
+/// states); saved by a stopping daemon so the next one adopts the pinned maps exactly.
+#[derive(Serialize, Deserialize)]
 pub struct Engine {
     limits: Limits,
+    #[serde(with = "as_pairs")]
     services: BTreeMap<ServiceKey, SvcState>,
     svc_ids: IdAlloc,
     dest_ids: IdAlloc,
     /// Generation of each destination id (bumped on reuse).
     dest_gen: StdHashMap<u32, u32>,
     regions: RegionAlloc,
+    /// Regions waiting out RETIRE_GRACE. Not saved: a stopping daemon frees them first.
+    #[serde(skip)]
     retiring: Vec<(Instant, u32, u32)>,
+    #[serde(with = "as_pairs")]
     backends: StdHashMap<L4Addr, u32>,
+}
+
+/// JSON objects need string keys: maps keyed by structs are saved as lists of pairs.
+mod as_pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<'a, M, K, V, S>(m: &'a M, s: S) -> Result<S::Ok, S::Error>
+    where
+        &'a M: IntoIterator<Item = (&'a K, &'a V)>,
+        K: Serialize + 'a,
+        V: Serialize + 'a,
+        S: Serializer,
+    {
+        s.collect_seq(m)
+    }
+
+    pub fn deserialize<'de, M, K, V, D>(d: D) -> Result<M, D::Error>
+    where
+        M: FromIterator<(K, V)>,
+        K: Deserialize<'de>,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 impl Engine {
@@ -215,6 +249,55 @@ impl Engine {
             retiring: Vec::new(),
             backends: StdHashMap::new(),
         }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Serialises the state for a successor daemon (retiring regions are freed first: by the
+    /// time a successor runs, no program still reads them).
+    pub fn save(&mut self) -> Result<Vec<u8>, FastPathError> {
+        self.reap_retired(true);
+        serde_json::to_vec(self)
+            .map_err(|e| FastPathError::Map(format!("saving engine state: {e}")))
+    }
+
+    pub fn restore(bytes: &[u8]) -> Result<Engine, FastPathError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| FastPathError::Load(format!("reading saved engine state: {e}")))
+    }
+
+    /// A fresh engine over maps a previous instance left pinned without saving its state (it
+    /// crashed): drop every service and backend entry, mark every destination dead so their
+    /// connections expire, and continue each id's generation so none can match again.
+    pub fn reset_maps(&mut self, ebpf: &mut Ebpf) -> Result<(), FastPathError> {
+        {
+            let mut svcs = services_map(ebpf)?;
+            let keys: Vec<L4Addr> = svcs.keys().filter_map(|k| k.ok()).collect();
+            for k in keys {
+                let _ = svcs.remove(&k);
+            }
+        }
+        {
+            let mut b: HashMap<&mut MapData, L4Addr, u32> = typed(ebpf, names::BACKENDS)?;
+            let keys: Vec<L4Addr> = b.keys().filter_map(|k| k.ok()).collect();
+            for k in keys {
+                let _ = b.remove(&k);
+            }
+        }
+        let mut dests = dests_map(ebpf)?;
+        for id in 0..self.limits.max_dests {
+            let Ok(mut v) = dests.get(&id, 0) else {
+                continue;
+            };
+            if v.gen != 0 {
+                self.dest_gen.insert(id, v.gen);
+                v.flags = 0;
+                dests.set(id, v, 0).map_err(map_err("DESTS"))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn has_service(&self, key: &ServiceKey) -> bool {

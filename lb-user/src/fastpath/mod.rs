@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod conns;
 pub mod engine;
+pub mod links;
 
 use std::path::{Path, PathBuf};
 
@@ -93,6 +94,34 @@ const MAP_NAMES: [&str; 10] = [
 impl FastPath {
     /// Loads the programs and creates (or, when pinned, re-opens) the maps.
     pub fn load(config: FastPathConfig) -> Result<FastPath, FastPathError> {
+        Self::load_with(config, None)
+    }
+
+    /// Loads the programs, re-opens pinned maps and takes over the engine state a previous
+    /// daemon saved for them (its ids, table regions and scheduler states), so everything
+    /// continues exactly: established connections and the scheduler sequence alike.
+    pub fn adopt(config: FastPathConfig, saved_engine: &[u8]) -> Result<FastPath, FastPathError> {
+        let engine = Engine::restore(saved_engine)?;
+        Self::load_with(config, Some(engine))
+    }
+
+    /// Serialised engine state for a successor (see `adopt`).
+    pub fn save_engine(&mut self) -> Result<Vec<u8>, FastPathError> {
+        self.engine.save()
+    }
+
+    fn load_with(
+        mut config: FastPathConfig,
+        saved: Option<Engine>,
+    ) -> Result<FastPath, FastPathError> {
+        if let Some(e) = &saved {
+            // Pinned maps keep the sizes they were created with.
+            let l = e.limits();
+            config.max_services = l.max_services;
+            config.max_dests = l.max_dests;
+            config.sched_slots = l.sched_slots;
+            config.max_period = l.max_period;
+        }
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(names::SERVICES, config.max_services)
@@ -130,19 +159,32 @@ impl FastPath {
             p.load()
                 .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
         }
-        let engine = Engine::new(Limits {
-            max_services: config.max_services,
-            max_dests: config.max_dests,
-            sched_slots: config.sched_slots,
-            max_period: config.max_period,
+        let adopted = saved.is_some();
+        let engine = saved.unwrap_or_else(|| {
+            Engine::new(Limits {
+                max_services: config.max_services,
+                max_dests: config.max_dests,
+                sched_slots: config.sched_slots,
+                max_period: config.max_period,
+            })
         });
         let mut fp = FastPath {
             ebpf,
             engine,
             config,
         };
-        let mut cfg = Config::default();
-        if !fp.config.fib_redirect {
+        if !adopted && fp.config.pin_dir.is_some() {
+            fp.engine.reset_maps(&mut fp.ebpf)?;
+        }
+        // An adopted instance keeps the timeouts set before (ipvsadm --set survives restarts).
+        let mut cfg = if adopted {
+            fp.read_config()?
+        } else {
+            Config::default()
+        };
+        if fp.config.fib_redirect {
+            cfg.flags |= CFG_F_FIB_REDIRECT;
+        } else {
             cfg.flags &= !CFG_F_FIB_REDIRECT;
         }
         fp.write_config(cfg)?;

@@ -23,7 +23,7 @@ pub type DestKey = (IpAddr, u16);
 
 /// A destination as schedulers see it; its position in the slice is its list position (newest
 /// first, as the kernel keeps them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SchedDest {
     pub key: DestKey,
     pub weight: u32,
@@ -39,7 +39,7 @@ impl SchedDest {
 }
 
 /// The schedulers the fast path serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SchedKind {
     Rr,
     Wrr,
@@ -67,7 +67,7 @@ impl SchedKind {
 }
 
 /// One precomputed pick.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pick {
     /// Index of the chosen destination in the list the table was built from; None: no
     /// destination, the connection is refused.
@@ -83,7 +83,7 @@ pub enum SchedError {
     TableTooLong { needed: u64, max: usize },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum State {
     /// ip_vs_rr.c keeps a pointer to the last picked destination's list node; None is the head.
     Rr {
@@ -95,7 +95,7 @@ enum State {
 }
 
 /// Per-service scheduler state, carried across table changes the way the kernel carries it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceSched {
     kind: SchedKind,
     state: State,

@@ -11,7 +11,7 @@
 use super::{check_len, position, DestKey, Pick, SchedDest, SchedError};
 
 /// struct ip_vs_wrr_mark. Kept in i64: the kernel's int arithmetic never overflows there.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Mark {
     /// The last picked destination; None is the list head.
     cl: Option<DestKey>,

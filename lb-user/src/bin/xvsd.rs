@@ -1,0 +1,259 @@
+//! xvsd: the xvs node daemon. Attaches the fast path to the named interfaces, loads a rules
+//! file, serves xvsadm on a Unix socket, and leaves everything running when it stops so a
+//! restart or an upgrade drops nothing.
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_user::ctl::DEFAULT_SOCKET;
+use lb_user::daemon::{checks, estimator, rules, server, Node};
+use lb_user::fastpath::{links, AttachMode, FastPath, FastPathConfig};
+use lb_user::model::Table;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(
+    name = "xvsd",
+    version,
+    about = "xvs node daemon: IPVS-semantics load balancing in XDP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Interface to attach the fast path to (both directions); repeat for several.
+    #[arg(long = "iface")]
+    ifaces: Vec<String>,
+    /// Rules file in ipvsadm-save format (`ipvsadm -S -n` / `xvsadm -S -n`); reread on SIGHUP.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// XDP attach mode: native falls back to generic (with a warning) where the driver refuses.
+    #[arg(long, value_enum, default_value_t = Mode::Native)]
+    mode: Mode,
+    /// Allow XDP redirects out of virtual devices (veth) too: only when their peers run XDP.
+    #[arg(long)]
+    redirect_virtual: bool,
+    /// Where maps and links are pinned (on a bpffs).
+    #[arg(long, global = true, default_value = "/sys/fs/bpf/xvs")]
+    pin_dir: PathBuf,
+    /// Control socket, lock and saved state.
+    #[arg(long, global = true, default_value = "/run/xvs")]
+    state_dir: PathBuf,
+    /// Connection table entries.
+    #[arg(long, global = true, default_value_t = 1 << 20)]
+    conn_table_size: u32,
+    #[arg(long, global = true, default_value_t = 65_536)]
+    max_services: u32,
+    #[arg(long, global = true, default_value_t = 1 << 19)]
+    max_dests: u32,
+    /// Slots for all scheduler tables (sh takes 257 per service).
+    #[arg(long, global = true, default_value_t = 1 << 22)]
+    sched_slots: u32,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Remove every program, link, pinned map and saved state xvs made on this node.
+    Teardown,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn engine_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("engine.json")
+}
+
+fn table_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("table.json")
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    if let Err(e) = run(cli) {
+        tracing::error!("{e}");
+        eprintln!("xvsd: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    checks::privileges()?;
+    if let Some(Cmd::Teardown) = cli.cmd {
+        let _lock = checks::lock(&cli.state_dir)?;
+        let removed = links::teardown(&cli.pin_dir).map_err(|e| e.to_string())?;
+        for f in [engine_file(&cli.state_dir), table_file(&cli.state_dir)] {
+            let _ = std::fs::remove_file(f);
+        }
+        println!(
+            "xvsd teardown: removed {} pinned objects from {}{}",
+            removed.len(),
+            cli.pin_dir.display(),
+            if removed.is_empty() { "" } else { ": " }
+        );
+        for r in removed {
+            println!("  {r}");
+        }
+        return Ok(());
+    }
+    if cli.ifaces.is_empty() {
+        return Err("name at least one interface: xvsd --iface IF [--iface IF ...]".into());
+    }
+    checks::interfaces(&cli.ifaces)?;
+    let _lock = checks::lock(&cli.state_dir)?;
+    let desired = match &cli.rules {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some(rules::parse(&text).map_err(|e| format!("{}: {e}", p.display()))?)
+        }
+        None => None,
+    };
+    let config = FastPathConfig {
+        max_services: cli.max_services,
+        max_dests: cli.max_dests,
+        sched_slots: cli.sched_slots,
+        conn_table_size: cli.conn_table_size,
+        pin_dir: Some(cli.pin_dir.clone()),
+        ..Default::default()
+    };
+    // A predecessor that stopped cleanly left its state: adopt its maps exactly. The saved
+    // files are removed at once, so a crash later cannot leave a stale copy behind.
+    let saved = std::fs::read(engine_file(&cli.state_dir))
+        .ok()
+        .zip(std::fs::read(table_file(&cli.state_dir)).ok());
+    let _ = std::fs::remove_file(engine_file(&cli.state_dir));
+    let _ = std::fs::remove_file(table_file(&cli.state_dir));
+    let (mut fp, table) = match saved {
+        Some((engine, table)) => {
+            let table: Table =
+                serde_json::from_slice(&table).map_err(|e| format!("saved table: {e}"))?;
+            let fp = FastPath::adopt(config, &engine).map_err(|e| e.to_string())?;
+            tracing::info!(
+                services = table.services().len(),
+                "adopted the running fast path"
+            );
+            (fp, table)
+        }
+        None => (
+            FastPath::load(config).map_err(|e| e.to_string())?,
+            Table::new(),
+        ),
+    };
+    for iface in &cli.ifaces {
+        let mode = match cli.mode {
+            Mode::Native => AttachMode::Native,
+            Mode::Generic => AttachMode::Generic,
+        };
+        let redirect = cli.redirect_virtual || !checks::is_virtual(iface);
+        let a = fp
+            .attach_persistent(iface, mode, redirect)
+            .map_err(|e| e.to_string())?;
+        if a.fell_back {
+            tracing::warn!(
+                iface,
+                "native XDP refused by the driver; attached in generic mode (slower)"
+            );
+        }
+        tracing::info!(iface, mode = ?a.mode, adopted = a.adopted, redirect, "attached");
+    }
+    let mut node = Node::new(fp, table);
+    if let Some(t) = &desired {
+        let n = node.reload(t)?;
+        tracing::info!(changes = n, services = t.services().len(), "rules applied");
+    }
+    let node = Arc::new(Mutex::new(node));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(serve(cli, node))
+}
+
+async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
+    let sock = cli
+        .state_dir
+        .join(Path::new(DEFAULT_SOCKET).file_name().unwrap());
+    let listener = server::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    tracing::info!(socket = %sock.display(), "serving xvsadm");
+    tokio::spawn(server::serve(listener, node.clone()));
+    let ticker = node.clone();
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(estimator::TICK);
+        let mut n = 0u64;
+        loop {
+            t.tick().await;
+            let mut node = ticker.lock().unwrap_or_else(|p| p.into_inner());
+            node.tick();
+            n += 1;
+            // Expired connections are reclaimed every 10 s (the LRU also evicts under pressure).
+            if n % 5 == 0 {
+                if let Ok(k) = node.fast_path().reclaim_expired() {
+                    if k > 0 {
+                        tracing::debug!(reclaimed = k, "expired connections");
+                    }
+                }
+            }
+        }
+    });
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&cli, &node),
+        }
+    }
+    // Stop: leave the programs attached and the maps pinned; save what the successor needs.
+    let mut node = node.lock().unwrap_or_else(|p| p.into_inner());
+    let table = serde_json::to_vec(node.table()).map_err(|e| e.to_string())?;
+    let engine = node.fast_path().save_engine().map_err(|e| e.to_string())?;
+    std::fs::write(table_file(&cli.state_dir), table).map_err(|e| e.to_string())?;
+    std::fs::write(engine_file(&cli.state_dir), engine).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&sock);
+    tracing::info!("stopped; the fast path keeps running (`xvsd teardown` removes it)");
+    std::thread::sleep(Duration::from_millis(10));
+    Ok(())
+}
+
+fn reload(cli: &Cli, node: &Mutex<Node>) {
+    let Some(path) = &cli.rules else {
+        tracing::warn!("SIGHUP: no --rules file to reload");
+        return;
+    };
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| rules::parse(&t));
+    let mut node = node.lock().unwrap_or_else(|p| p.into_inner());
+    match parsed.and_then(|t| node.reload(&t)) {
+        Ok(n) => tracing::info!(changes = n, file = %path.display(), "rules reloaded"),
+        Err(e) => tracing::error!(file = %path.display(), "reload refused, table unchanged: {e}"),
+    }
+}

@@ -1,0 +1,92 @@
+//! The control socket: one JSON request, one JSON response per connection. Requests are
+//! handled one at a time under the node's lock, so concurrent xvsadm calls and reloads each
+//! see a consistent table.
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+
+use super::Node;
+use crate::ctl::{Request, Response};
+
+pub fn handle(node: &Mutex<Node>, req: Request) -> Response {
+    let mut node = node.lock().unwrap_or_else(|p| p.into_inner());
+    match req {
+        Request::Apply(ops) => match node.apply(&ops) {
+            Ok(()) => {
+                tracing::info!(ops = ops.len(), "table changed");
+                Response::Ok
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "change refused");
+                Response::Error(e)
+            }
+        },
+        Request::Snapshot { conns } => match node.snapshot(conns) {
+            Ok(s) => Response::Snapshot(Box::new(s)),
+            Err(e) => Response::Error(e),
+        },
+        Request::Zero(key) => match node.fast_path().zero(key.as_ref()) {
+            Ok(()) => Response::Ok,
+            Err(e) => Response::Error(e.to_string()),
+        },
+        Request::SetTimeouts { tcp, tcpfin, udp } => {
+            match node.fast_path().set_timeouts(tcp, tcpfin, udp) {
+                Ok(()) => Response::Ok,
+                Err(e) => Response::Error(e.to_string()),
+            }
+        }
+    }
+}
+
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // The node lock is held: a socket file left here is stale.
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path)
+}
+
+pub async fn serve(listener: UnixListener, node: Arc<Mutex<Node>>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if stream.read_to_end(&mut buf).await.is_err() {
+                return;
+            }
+            let resp = match serde_json::from_slice::<Request>(&buf) {
+                Ok(req) => tokio::task::spawn_blocking(move || handle(&node, req))
+                    .await
+                    .unwrap_or_else(|e| Response::Error(format!("internal error: {e}"))),
+                Err(e) => Response::Error(format!("bad request: {e}")),
+            };
+            let out = serde_json::to_vec(&resp).unwrap_or_default();
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// The client side (xvsadm): sends one request and waits for the answer.
+pub fn request(socket: &Path, req: &Request) -> Result<Response, String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot reach xvsd at {} ({e}): is it running? Start it with `xvsd --iface IF`",
+            socket.display()
+        )
+    })?;
+    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    s.write_all(&body).map_err(|e| e.to_string())?;
+    s.shutdown(std::net::Shutdown::Write)
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&out).map_err(|e| format!("bad answer from xvsd: {e}"))
+}

@@ -1,0 +1,128 @@
+//! XDP attachments that outlive the daemon: each interface's link is pinned, so stopping the
+//! daemon leaves the fast path running, and the next daemon swaps its program into the same
+//! link in place (an upgrade without a moment of no program).
+use std::path::{Path, PathBuf};
+
+use aya::maps::{DevMapHash, MapData};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{Xdp, XdpMode};
+use lb_common::map_names as names;
+
+use super::{engine, ifindex, AttachMode, FastPath, FastPathError};
+
+/// How an interface ended up attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub iface: String,
+    pub mode: AttachMode,
+    /// An existing pinned link was taken over (restart) rather than created.
+    pub adopted: bool,
+    /// Native mode was refused by the driver and generic mode used instead.
+    pub fell_back: bool,
+}
+
+/// The pin of an interface's link.
+pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link_xdp_{iface}"))
+}
+
+impl FastPath {
+    /// Attaches to `iface` with a pinned link under the pin directory, or takes over the link a
+    /// previous daemon pinned there. `mode` Native falls back to Generic when the driver refuses.
+    pub fn attach_persistent(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        redirect_ok: bool,
+    ) -> Result<Attached, FastPathError> {
+        let pin_dir =
+            self.config().pin_dir.clone().ok_or_else(|| {
+                FastPathError::Load("persistent attach needs a pin directory".into())
+            })?;
+        let ifidx = ifindex(iface)?;
+        let pin = link_pin(&pin_dir, iface);
+        let attach_err = |msg: String| FastPathError::Attach {
+            iface: iface.to_string(),
+            msg,
+        };
+        let prog: &mut Xdp = self
+            .ebpf_mut()
+            .program_mut("xvs_xdp")
+            .expect("loaded")
+            .try_into()
+            .expect("xdp");
+        let mut outcome = Attached {
+            iface: iface.to_string(),
+            mode,
+            adopted: false,
+            fell_back: false,
+        };
+        if pin.exists() {
+            let fd: FdLink = PinnedLink::from_pin(&pin)
+                .map_err(|e| attach_err(format!("pinned link {}: {e}", pin.display())))?
+                .into();
+            let link = aya::programs::xdp::XdpLink::try_from(fd).map_err(|e| {
+                attach_err(format!("pinned link {} is not XDP: {e}", pin.display()))
+            })?;
+            prog.attach_to_link(link)
+                .map_err(|e| attach_err(format!("replacing the program in place: {e:#}")))?;
+            outcome.adopted = true;
+        } else {
+            let xdp_mode = |m: AttachMode| match m {
+                AttachMode::Native => XdpMode::Driver,
+                AttachMode::Generic => XdpMode::Skb,
+            };
+            let id = match prog.attach(iface, xdp_mode(mode)) {
+                Ok(id) => id,
+                Err(e) if mode == AttachMode::Native => {
+                    outcome.fell_back = true;
+                    outcome.mode = AttachMode::Generic;
+                    prog.attach(iface, XdpMode::Skb).map_err(|e2| {
+                        attach_err(format!("native mode: {e:#}; generic mode: {e2:#}"))
+                    })?
+                }
+                Err(e) => return Err(attach_err(format!("{e:#}"))),
+            };
+            let link = prog
+                .take_link(id)
+                .map_err(|e| attach_err(format!("{e:#}")))?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e| attach_err(format!("kernel gave no BPF link to pin: {e}")))?;
+            fd.pin(&pin)
+                .map_err(|e| attach_err(format!("pinning the link at {}: {e}", pin.display())))?;
+        }
+        if redirect_ok && outcome.mode == AttachMode::Native {
+            let mut tx: DevMapHash<&mut MapData> = engine::typed(self.ebpf_mut(), names::TX_PORTS)?;
+            tx.insert(ifidx, ifidx, None, 0)
+                .map_err(|e| FastPathError::Map(format!("TX_PORTS: {e}")))?;
+        }
+        Ok(outcome)
+    }
+}
+
+/// Detaches every pinned link and removes every pinned map under `pin_dir`: the fast path is
+/// gone afterwards. Returns the names of what was removed.
+pub fn teardown(pin_dir: &Path) -> Result<Vec<String>, FastPathError> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Ok(removed);
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if name.starts_with("link_") {
+            if let Ok(l) = PinnedLink::from_pin(&path) {
+                // Unpinning and dropping the last reference detaches the program.
+                let _ = l.unpin();
+            }
+        }
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .map_err(|err| FastPathError::Map(format!("removing {}: {err}", path.display())))?;
+        }
+        removed.push(name);
+    }
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(removed)
+}
