@@ -212,7 +212,7 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
             node.tick();
             n += 1;
             // Expired connections are reclaimed every 10 s (the LRU also evicts under pressure).
-            if n % 5 == 0 {
+            if n.is_multiple_of(5) {
                 if let Ok(k) = node.fast_path().reclaim_expired() {
                     if k > 0 {
                         tracing::debug!(reclaimed = k, "expired connections");

@@ -506,14 +506,14 @@ fn list_conns(out: &mut String, conns: &[ConnView], f: &Fmt, names: &dyn Resolve
     if f.persistent_conn {
         let _ = writeln!(
             out,
-            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} {}",
-            "state", "source", "virtual", "destination", "pe name", "pe_data"
+            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} pe_data",
+            "state", "source", "virtual", "destination", "pe name"
         );
     } else {
         let _ = writeln!(
             out,
-            "pro expire {:<11} {:<18} {:<18} {}",
-            "state", "source", "virtual", "destination"
+            "pro expire {:<11} {:<18} {:<18} destination",
+            "state", "source", "virtual"
         );
     }
     let name =

@@ -312,7 +312,9 @@ impl<'a> Popt<'a> {
 mod tests {
     use super::*;
 
-    fn split(words: &[&str]) -> (Vec<(Tag, Option<String>)>, Vec<String>, Option<PoptError>) {
+    type Split = (Vec<(Tag, Option<String>)>, Vec<String>, Option<PoptError>);
+
+    fn split(words: &[&str]) -> Split {
         let args: Vec<String> = words.iter().map(|s| s.to_string()).collect();
         let mut p = Popt::new(&args);
         let mut opts = Vec::new();

@@ -642,8 +642,10 @@ fn clear_zero_save_restore_set() {
         invalid("--set 1 2 x"),
         "invalid timeout value `x' specified"
     );
+    // A negative value looks like an option to the option splitter.
+    assert_eq!(err("--set 1 2 -3"), "-3: unknown option");
     assert_eq!(
-        invalid("--set 1 2 -3"),
+        invalid("--set 1 2 -- -3"),
         "invalid timeout value `-3' specified"
     );
     assert_eq!(invalid("--set 1 2 3 4"), "unexpected argument 4");
@@ -1326,5 +1328,62 @@ fn system_service_names_come_from_etc_services() {
     assert_eq!(
         SystemResolver.service_to_port("no-such-service-x", Protocol::Udp),
         None
+    );
+}
+
+#[test]
+fn every_long_option_is_wired() {
+    assert_eq!(
+        op("--edit-service --udp-service 10.0.0.1:53 --ops --scheduler rr"),
+        Op::EditService(
+            udp("10.0.0.1", 53),
+            ServiceConfig {
+                flags: ServiceFlags {
+                    onepacket: true,
+                    ..Default::default()
+                },
+                ..config("rr")
+            }
+        )
+    );
+    assert_eq!(
+        op("--edit-server -t 10.0.0.1:80 --real-server 10.1.0.1 --ipip"),
+        Op::EditDest(
+            tcp("10.0.0.1", 80),
+            dest("10.1.0.1", 80, Forward::Tunnel, 1)
+        )
+    );
+    assert_eq!(
+        op("--add-server -t 10.0.0.1:80 --real-server 10.1.0.1 --gatewaying"),
+        Op::AddDest(tcp("10.0.0.1", 80), dest("10.1.0.1", 80, Forward::Route, 1))
+    );
+    assert_eq!(
+        op("--delete-server -t 10.0.0.1:80 --real-server 10.1.0.1:81"),
+        Op::DelDest(tcp("10.0.0.1", 80), ip("10.1.0.1"), 81)
+    );
+    assert_eq!(parse("--restore").unwrap(), Command::Restore);
+    let o = list("--list --connection --numeric --exact");
+    assert!(o.connections && o.numeric && o.exact);
+    let o = list("-L --tun-info --thresholds --persistent-conn --rate --stats --nosort");
+    assert!(o.tun_info && o.thresholds && o.persistent_conn && o.rate && o.stats && o.nosort);
+    assert_eq!(
+        invalid("--start-daemon master --sync-maxlen 70000"),
+        "illegal sync-maxlen specified"
+    );
+    assert_eq!(
+        invalid("--start-daemon master --mcast-ttl 0"),
+        "illegal mcast-ttl specified"
+    );
+    assert_eq!(
+        invalid("--start-daemon master --mcast-group ff02::1x"),
+        "invalid IPv6 mcast-group `ff02::1x'"
+    );
+    assert!(matches!(
+        parse("--start-daemon master --mcast-group ff02::1 --mcast-port 8848 --sync-maxlen 1472"),
+        Err(ParseError::Unsupported(_))
+    ));
+    assert_eq!(
+        invalid("-A -t 10.0.0.1:80 --mcast-interface eth0"),
+        "Illegal 'mcast-interface' option with the 'add-service' command"
     );
 }
