@@ -399,7 +399,7 @@ fn pinned_maps_outlive_the_loader_and_are_reopened() {
         pin_dir: Some(dir.clone()),
         ..xvs_tests::fixture::small_config(false)
     };
-    {
+    let saved = {
         let mut fp = FastPath::load(cfg.clone()).unwrap();
         let mut t = lb_user::model::Table::new();
         let k = vip_tcp();
@@ -417,18 +417,31 @@ fn pinned_maps_outlive_the_loader_and_are_reopened() {
             )
             .unwrap();
         fp.apply(&[c1, c2]).unwrap();
-    }
+        fp.save_engine().unwrap()
+    };
     assert!(dir.join(lb_common::map_names::SERVICES).exists());
-    // A new instance re-opens the pinned maps: the service written above is still there,
-    // so a SYN is balanced before this instance wrote anything.
-    let fp = FastPath::load(cfg).unwrap();
+    // A successor that adopts the saved state re-opens the pinned maps: the service written
+    // above still balances before this instance wrote anything.
+    let syn = Pkt::tcp(("10.9.0.2", 47000), (VIP, 80), SYN);
+    {
+        let mut lb = Lb {
+            fp: FastPath::adopt(cfg.clone(), &saved).unwrap(),
+            table: lb_user::model::Table::new(),
+        };
+        let (_, out) = lb.run(&syn.build());
+        assert_eq!(out, syn.clone().with_dst("10.1.0.1", 8080).build());
+    }
+    // Without saved state (its predecessor crashed) a new instance starts from a clean table
+    // over the same pins: nothing stale keeps balancing.
     let mut lb = Lb {
-        fp,
+        fp: FastPath::load(cfg).unwrap(),
         table: lb_user::model::Table::new(),
     };
-    let syn = Pkt::tcp(("10.9.0.2", 47000), (VIP, 80), SYN);
-    let (_, out) = lb.run(&syn.build());
-    assert_eq!(out, syn.with_dst("10.1.0.1", 8080).build());
+    let frame = syn.build();
+    assert_eq!(
+        lb.run(&frame),
+        (xvs_tests::fixture::XDP_PASS, frame.clone())
+    );
     lb.fp.unpin().unwrap();
     assert!(!dir.exists());
 }

@@ -90,7 +90,8 @@ pub fn is_virtual(iface: &str) -> bool {
     }
     let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut ifr) };
     unsafe { libc::close(fd) };
-    rc != 0 || info.bus_info[0] == 0
+    // Virtual drivers report no bus, or "N/A" (bridge, bonding).
+    rc != 0 || info.bus_info[0] == 0 || info.bus_info.starts_with(b"N/A")
 }
 
 /// Holds the node: a second xvsd fails to take it, with the holder's pid in the message.
