@@ -168,6 +168,11 @@ pub struct ConnValue {
     pub last_seen_ns: u64,
 }
 
+/// ConnValue flag: a flow kernel IPVS already held when the fast path took its service over
+/// (mirror mode). Its packets go to the kernel untouched until it goes idle, so kernel IPVS
+/// (and its conntrack entries) keep serving it; new flows are the fast path's.
+pub const CONN_F_KERNEL: u8 = 1;
+
 /// Value of REPLIES: what a reply's source is rewritten to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -250,6 +255,7 @@ pub mod path {
     pub const CONN_REUSED: u32 = 15;
     pub const REPLY_NO_CONN: u32 = 16;
     pub const INSERT_FAILED: u32 = 17;
+    pub const PASS_KERNEL_FLOW: u32 = 18;
     pub const N: u32 = 32;
 }
 

@@ -5,7 +5,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use lb_common::{
-    path, tcp_state, Config, ConnValue, DestStats, FlowKey, L4Addr, ReplyValue, SvcValue,
+    path, tcp_state, Config, ConnValue, CONN_F_KERNEL, DestStats, FlowKey, L4Addr, ReplyValue, SvcValue,
     DEST_F_LIVE, NO_DEST, PROTO_TCP, SCHED_SH, SVC_F_SH_PORT, TCP_STATES, UDP_STATE,
 };
 
@@ -132,28 +132,41 @@ fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
 
     if let Some(c) = CONNS.get_ptr_mut(&key) {
         let c = unsafe { &mut *c };
-        let live = match DESTS.get(c.dest_id) {
-            Some(d) => d.gen == c.dest_gen && d.flags & DEST_F_LIVE != 0,
-            None => false,
-        };
-        // conn_reuse_mode=1: a fresh SYN on a connection in TIME_WAIT/CLOSE is a new one.
-        let reuse = p.proto == PROTO_TCP
-            && new_tcp
-            && p.tcp_flags & TCP_ACK == 0
-            && (c.state == tcp_state::TIME_WAIT || c.state == tcp_state::CLOSE);
-        if !live {
-            // expire_nodest_conn=1: the connection is expired; the packet is treated as new.
-            count(path::CONN_NODEST);
-        } else if expired(cfg, c, now) {
-            count(path::CONN_EXPIRED);
-        } else if reuse {
-            count(path::CONN_REUSED);
+        if c.flags & CONN_F_KERNEL != 0 {
+            // A flow kernel IPVS held before the takeover stays the kernel's while it lives.
+            if !expired(cfg, c, now) {
+                c.last_seen_ns = now;
+                count(path::PASS_KERNEL_FLOW);
+                return Decision::PASS;
+            }
         } else {
-            c.state = next_state(p.proto, DIR_INPUT, p.tcp_flags, c.state);
-            c.last_seen_ns = now;
-            account(c.dest_id, false, true, p.ip_len);
-            count(path::FWD_ESTABLISHED);
-            return Decision { action: DNAT, addr: c.rip, port: c.rport };
+            let live = match DESTS.get(c.dest_id) {
+                Some(d) => d.gen == c.dest_gen && d.flags & DEST_F_LIVE != 0,
+                None => false,
+            };
+            // conn_reuse_mode=1: a fresh SYN on a connection in TIME_WAIT/CLOSE is a new one.
+            let reuse = p.proto == PROTO_TCP
+                && new_tcp
+                && p.tcp_flags & TCP_ACK == 0
+                && (c.state == tcp_state::TIME_WAIT || c.state == tcp_state::CLOSE);
+            if !live {
+                // expire_nodest_conn=1: the connection is expired; the packet is treated as new.
+                count(path::CONN_NODEST);
+            } else if expired(cfg, c, now) {
+                count(path::CONN_EXPIRED);
+            } else if reuse {
+                count(path::CONN_REUSED);
+            } else {
+                c.state = next_state(p.proto, DIR_INPUT, p.tcp_flags, c.state);
+                c.last_seen_ns = now;
+                account(c.dest_id, false, true, p.ip_len);
+                count(path::FWD_ESTABLISHED);
+                return Decision {
+                    action: DNAT,
+                    addr: c.rip,
+                    port: c.rport,
+                };
+            }
         }
     }
 

@@ -123,10 +123,14 @@ fn a_bad_batch_is_refused_whole_and_changes_nothing() {
         ServiceConfig::with_scheduler("lc"),
     )];
     match d.apply(lc) {
-        Response::Error(e) => assert!(
-            e.contains("scheduler lc is not supported by the fast path"),
-            "{e}"
-        ),
+        Response::Error(e) => {
+            assert!(e.contains("scheduler lc is not supported by the fast path"), "{e}");
+            // This host's kernel has no IPVS to fall back to: the refusal says so.
+            assert!(
+                e.contains("kernel IPVS cannot take it as a fallback: this kernel has no IPVS"),
+                "{e}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(d.request(&Request::Snapshot { conns: false }), before);

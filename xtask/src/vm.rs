@@ -983,7 +983,8 @@ pub fn run_in_vm(binaries: &[PathBuf], opts: &VmOptions) -> Result<VmReport> {
         names.push(name);
     }
     for (host, guest) in &opts.extra_files {
-        c.host_file(guest, host)?;
+        // Dynamically linked programs (the daemon) bring the libraries ldd lists.
+        c.binary_with_libs(guest, host)?;
     }
     c.file(
         "xvs/run.sh",
@@ -1150,7 +1151,47 @@ pub fn run_in_vm(binaries: &[PathBuf], opts: &VmOptions) -> Result<VmReport> {
 // `cargo xtask vm-test`
 
 /// The in-VM test binaries of `cargo xtask vm-test`: (package, integration test name).
-pub const VM_TESTS: &[(&str, &str)] = &[("lb-user", "vm_ipvs_netlink")];
+/// Workspace binaries the in-VM tests run (the daemon), shipped stripped at /xvs/bin/NAME;
+/// the tests find them through XVS_VM_BIN_DIR.
+pub const VM_BINS: &[(&str, &str)] = &[("lb-user", "xvsd")];
+const VM_BIN_DIR: &str = "/xvs/bin";
+
+/// Builds workspace binaries and returns their paths, in the order asked.
+pub fn build_bins(bins: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root())
+        .args(["build", "--message-format=json-render-diagnostics"]);
+    for (pkg, bin) in bins {
+        cmd.args(["-p", pkg, "--bin", bin]);
+    }
+    cmd.stderr(Stdio::inherit()).stdout(Stdio::piped());
+    let out = cmd.output().context("running cargo build")?;
+    if !out.status.success() {
+        bail!("cargo build of {bins:?} failed ({})", out.status);
+    }
+    let mut found = std::collections::HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
+            found.insert(name.to_string(), PathBuf::from(exe));
+        }
+    }
+    bins.iter()
+        .map(|(_, b)| {
+            found
+                .remove(*b)
+                .with_context(|| format!("cargo built no binary {b}"))
+        })
+        .collect()
+}
+
+pub const VM_TESTS: &[(&str, &str)] = &[
+    ("lb-user", "vm_ipvs_netlink"),
+    ("lb-user", "vm_mirror"),
+];
 
 /// Where `--record-golden` writes the artifacts (by their relative paths).
 pub const GOLDEN_DIR: &str = "tests/data";
@@ -1205,6 +1246,14 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     }
     let t_build = Instant::now();
     let bins = build_test_binaries(VM_TESTS, args.static_link)?;
+    let strip_dir = repo_root().join(".xtask-cache/vm/bins");
+    fs::create_dir_all(&strip_dir)?;
+    for ((_, name), path) in VM_BINS.iter().zip(build_bins(VM_BINS)?) {
+        let small = stripped_copy(&path, &strip_dir, name);
+        opts.extra_files
+            .push((small, format!("{VM_BIN_DIR}/{name}")));
+    }
+    opts.env.push(("XVS_VM_BIN_DIR".into(), VM_BIN_DIR.into()));
     let build_secs = secs(t_build.elapsed());
     let report = run_in_vm(&bins, &opts)?;
     if !report.passed() && !opts.echo {

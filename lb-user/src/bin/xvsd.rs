@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_user::ctl::DEFAULT_SOCKET;
-use lb_user::daemon::{checks, estimator, rules, server, Node};
+use lb_user::daemon::{checks, engine_of, estimator, rules, server, Mode as NodeMode, Node};
 use lb_user::fastpath::{links, AttachMode, FastPath, FastPathConfig};
+use lb_user::ipvs_nl::IpvsClient;
 use lb_user::model::Table;
+use lb_user::snapshot::EngineKind;
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
@@ -49,6 +51,13 @@ struct Cli {
     /// Slots for all scheduler tables (sh takes 257 per service).
     #[arg(long, global = true, default_value_t = 1 << 22)]
     sched_slots: u32,
+    /// Mirror kernel IPVS (as kube-proxy programs it) into the fast path instead of owning a
+    /// table: never writes to kernel IPVS; xvsadm only lists.
+    #[arg(long, conflicts_with = "rules")]
+    mirror_ipvs: bool,
+    /// How often mirror mode reads kernel IPVS (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = parse_period)]
+    sync_period: Duration,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -70,6 +79,23 @@ enum Mode {
 enum LogFormat {
     Human,
     Json,
+}
+
+fn parse_period(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad period {s:?} (e.g. 1s, 500ms)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(60 * n),
+        _ => return Err(format!("bad period {s:?} (e.g. 1s, 500ms)")),
+    };
+    if d.is_zero() {
+        return Err("the sync period must be above zero".into());
+    }
+    Ok(d)
 }
 
 fn init_logs(format: LogFormat) {
@@ -110,6 +136,19 @@ fn run(cli: Cli) -> Result<(), String> {
     if let Some(Cmd::Teardown) = cli.cmd {
         let _lock = checks::lock(&cli.state_dir)?;
         let removed = links::teardown(&cli.pin_dir).map_err(|e| e.to_string())?;
+        // Services this xvsd put into kernel IPVS as a fallback go too (a mirror's saved table
+        // is kube-proxy's, which is never touched: it is saved without kernel services).
+        if let Ok(t) = std::fs::read(table_file(&cli.state_dir)) {
+            if let (Ok(t), Ok(k)) = (serde_json::from_slice::<Table>(&t), IpvsClient::new()) {
+                for s in t
+                    .services()
+                    .iter()
+                    .filter(|s| engine_of(s) == EngineKind::Kernel)
+                {
+                    let _ = k.del_service(&s.key);
+                }
+            }
+        }
         for f in [engine_file(&cli.state_dir), table_file(&cli.state_dir)] {
             let _ = std::fs::remove_file(f);
         }
@@ -172,7 +211,8 @@ fn run(cli: Cli) -> Result<(), String> {
             Mode::Native => AttachMode::Native,
             Mode::Generic => AttachMode::Generic,
         };
-        let redirect = cli.redirect_virtual || !checks::is_virtual(iface);
+        let redirect =
+            cli.redirect_virtual || !checks::is_virtual(iface) || matches!(cli.mode, Mode::Generic);
         let a = fp
             .attach_persistent(iface, mode, redirect)
             .map_err(|e| e.to_string())?;
@@ -182,12 +222,37 @@ fn run(cli: Cli) -> Result<(), String> {
                 "native XDP refused by the driver; attached in generic mode (slower)"
             );
         }
+        let redirect = redirect || a.mode == AttachMode::Generic;
         tracing::info!(iface, mode = ?a.mode, adopted = a.adopted, redirect, "attached");
     }
-    let mut node = Node::new(fp, table);
+    let kernel = IpvsClient::new().map_err(|e| e.to_string());
+    let mode = if cli.mirror_ipvs {
+        if let Err(e) = &kernel {
+            return Err(format!("--mirror-ipvs needs kernel IPVS: {e}"));
+        }
+        NodeMode::Mirror
+    } else {
+        if let Err(e) = &kernel {
+            tracing::info!("no kernel IPVS fallback: {e}");
+        }
+        NodeMode::Own
+    };
+    let fresh = table.services().is_empty();
+    let mut node = Node::new(fp, table, kernel, mode);
     if let Some(t) = &desired {
+        if fresh {
+            node.clear_kernel_leftovers(t);
+        }
         let n = node.reload(t)?;
         tracing::info!(changes = n, services = t.services().len(), "rules applied");
+    }
+    if mode == NodeMode::Mirror {
+        let n = node.sync_from_kernel()?;
+        tracing::info!(
+            changes = n,
+            services = node.table().services().len(),
+            "mirroring kernel IPVS"
+        );
     }
     let node = Arc::new(Mutex::new(node));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -227,6 +292,22 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    if cli.mirror_ipvs {
+        let syncer = node.clone();
+        let period = cli.sync_period;
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(period);
+            loop {
+                t.tick().await;
+                let mut node = syncer.lock().unwrap_or_else(|p| p.into_inner());
+                match node.sync_from_kernel() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(changes = n, "kernel IPVS changed; fast path updated"),
+                    Err(e) => tracing::warn!("mirror sync failed, will retry: {e}"),
+                }
+            }
+        });
+    }
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -236,7 +317,7 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     }
     // Stop: leave the programs attached and the maps pinned; save what the successor needs.
     let mut node = node.lock().unwrap_or_else(|p| p.into_inner());
-    let table = serde_json::to_vec(node.table()).map_err(|e| e.to_string())?;
+    let table = serde_json::to_vec(&node.table_to_save()).map_err(|e| e.to_string())?;
     let engine = node.fast_path().save_engine().map_err(|e| e.to_string())?;
     std::fs::write(table_file(&cli.state_dir), table).map_err(|e| e.to_string())?;
     std::fs::write(engine_file(&cli.state_dir), engine).map_err(|e| e.to_string())?;

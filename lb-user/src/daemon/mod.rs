@@ -1,24 +1,41 @@
-//! The node daemon's core: the table as the operator wants it, mirrored into the fast path.
-//! Every change goes through `Node::apply`: all operations are checked on a copy of the table
-//! and by the engine before anything is written, so a bad batch changes nothing.
+//! The node daemon's core: the table as the operator wants it, served by two engines: the XDP
+//! fast path for what it supports, kernel IPVS (through netlink) for the rest when the kernel
+//! has it. Every change goes through `Node::apply`: all operations are checked on a copy of the
+//! table and by the engines before anything is written, so a bad batch changes nothing.
+//!
+//! In mirror mode the table is kernel IPVS's own (programmed by kube-proxy or ipvsadm): the
+//! daemon only reads it, every sync period, and accelerates what the fast path supports.
 pub mod checks;
 pub mod estimator;
+pub mod kernel;
 pub mod rules;
 pub mod server;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::ctl::NumberedOp;
 use crate::fastpath::{conns::state_name, unsupported_reason, Counters, FastPath};
-use crate::model::{Op, Protocol, ServiceKey, Table};
-use crate::snapshot::{ConnView, DestView, EngineKind, ServiceView, Snapshot};
+use crate::ipvs_nl::{self, IpvsClient, KernelService};
+use crate::model::{Change, Op, Protocol, Service, ServiceKey, Table};
+use crate::snapshot::{ConnView, DestView, EngineKind, ServiceView, Snapshot, Stats};
 use estimator::Estimator;
 
+/// Who owns the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// xvsd does (rules file, xvsadm); unsupported services fall back to kernel IPVS.
+    Own,
+    /// Kernel IPVS does (kube-proxy); xvsd mirrors it and never writes to it.
+    Mirror,
+}
+
 pub struct Node {
+    mode: Mode,
     table: Table,
     fp: FastPath,
-    /// Rate estimators per service and per (service, destination).
+    /// None when this kernel has no IPVS; the reason says why.
+    kernel: Result<IpvsClient, String>,
     est: HashMap<ServiceKey, Estimator>,
     dest_est: HashMap<(ServiceKey, (IpAddr, u16)), Estimator>,
 }
@@ -30,11 +47,94 @@ fn where_(line: Option<usize>) -> String {
     }
 }
 
+/// The engine that serves a service: the fast path whenever it can.
+pub fn engine_of(s: &Service) -> EngineKind {
+    match unsupported_reason(&s.key, &s.config, &s.dests) {
+        None => EngineKind::FastPath,
+        Some(_) => EngineKind::Kernel,
+    }
+}
+
+fn change_key(c: &Change) -> ServiceKey {
+    match c {
+        Change::AddService(k, _)
+        | Change::EditService(k, _)
+        | Change::DelService(k)
+        | Change::AddDest(k, _)
+        | Change::EditDest(k, _)
+        | Change::DelDest(k, _) => *k,
+    }
+}
+
+/// The changes that build `s` from nothing, in an order that reproduces its list order.
+fn build_changes(s: &Service) -> Vec<Change> {
+    let mut v = vec![Change::AddService(s.key, s.config.clone())];
+    v.extend(
+        s.dests
+            .iter()
+            .rev()
+            .map(|d| Change::AddDest(s.key, d.clone())),
+    );
+    v
+}
+
+/// The part of a table the fast path serves.
+fn fast_subset(t: &Table) -> Table {
+    let mut out = Table::new();
+    for s in t
+        .services()
+        .iter()
+        .filter(|s| engine_of(s) == EngineKind::FastPath)
+    {
+        for c in build_changes(s) {
+            let op = match c {
+                Change::AddService(k, cfg) => Op::AddService(k, cfg),
+                Change::AddDest(k, d) => Op::AddDest(k, d),
+                _ => unreachable!(),
+            };
+            let _ = out.apply_op(&op);
+        }
+    }
+    out
+}
+
+fn add_stats(a: Stats, b: Stats) -> Stats {
+    Stats {
+        conns: a.conns + b.conns,
+        inpkts: a.inpkts + b.inpkts,
+        outpkts: a.outpkts + b.outpkts,
+        inbytes: a.inbytes + b.inbytes,
+        outbytes: a.outbytes + b.outbytes,
+        cps: a.cps + b.cps,
+        inpps: a.inpps + b.inpps,
+        outpps: a.outpps + b.outpps,
+        inbps: a.inbps + b.inbps,
+        outbps: a.outbps + b.outbps,
+    }
+}
+
+fn kernel_stats(s: &ipvs_nl::Stats) -> Stats {
+    Stats {
+        conns: s.conns,
+        inpkts: s.inpkts,
+        outpkts: s.outpkts,
+        inbytes: s.inbytes,
+        outbytes: s.outbytes,
+        cps: s.cps,
+        inpps: s.inpps,
+        outpps: s.outpps,
+        inbps: s.inbps,
+        outbps: s.outbps,
+    }
+}
+
 impl Node {
-    pub fn new(fp: FastPath, table: Table) -> Node {
+    pub fn new(fp: FastPath, table: Table, kernel: Result<IpvsClient, String>, mode: Mode) -> Node {
         Node {
+            mode,
             table,
             fp,
+            kernel,
             est: HashMap::new(),
             dest_est: HashMap::new(),
         }
@@ -44,34 +144,109 @@ impl Node {
         &self.table
     }
 
+    /// What a stopping daemon saves for its successor. In mirror mode only the part the fast
+    /// path serves: the rest is kube-proxy's, which xvsd never writes (not even at teardown).
+    pub fn table_to_save(&self) -> Table {
+        match self.mode {
+            Mode::Own => self.table.clone(),
+            Mode::Mirror => fast_subset(&self.table),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     pub fn fast_path(&mut self) -> &mut FastPath {
         &mut self.fp
     }
 
     /// Applies all operations or none; an error names the line of the first bad operation.
     pub fn apply(&mut self, ops: &[NumberedOp]) -> Result<(), String> {
+        if self.mode == Mode::Mirror {
+            return Err(
+                "xvsd mirrors kernel IPVS here (--mirror-ipvs): change the table with \
+                        ipvsadm or kube-proxy; xvsadm only lists it"
+                    .into(),
+            );
+        }
         let mut t = self.table.clone();
-        let mut changes = Vec::new();
+        let mut fast = Vec::new();
+        let mut kern = Vec::new();
         for nop in ops {
-            let c = t
+            let before: HashMap<ServiceKey, EngineKind> =
+                t.services().iter().map(|s| (s.key, engine_of(s))).collect();
+            let changes = t
                 .apply_op(&nop.op)
                 .map_err(|e| format!("{}{e}", where_(nop.line)))?;
-            // Refuse what the fast path cannot serve before anything is written, naming the line.
-            if let Some(key) = op_service(&nop.op) {
-                if let Some(svc) = t.service(&key) {
-                    if let Some(r) = unsupported_reason(&svc.key, &svc.config, &svc.dests) {
-                        return Err(format!(
-                            "{}{key}: {r} (and kernel IPVS fallback is not available on this node)",
-                            where_(nop.line)
-                        ));
+            for c in changes {
+                let key = change_key(&c);
+                let was = before.get(&key).copied();
+                let now = t.service(&key).map(engine_of);
+                match (was, now) {
+                    (Some(a), Some(b)) if a != b => {
+                        // The service changes engine: out of one, rebuilt whole in the other.
+                        let (from, to) = match a {
+                            EngineKind::FastPath => (&mut fast, &mut kern),
+                            EngineKind::Kernel => (&mut kern, &mut fast),
+                        };
+                        from.push(Change::DelService(key));
+                        to.extend(build_changes(t.service(&key).unwrap()));
                     }
+                    (_, Some(EngineKind::Kernel)) | (Some(EngineKind::Kernel), None) => {
+                        kern.push(c)
+                    }
+                    _ => fast.push(c),
                 }
             }
-            changes.extend(c);
+            if let Err(why) = &self.kernel {
+                if !kern.is_empty() {
+                    let key = change_key(&kern[0]);
+                    let reason = t
+                        .service(&key)
+                        .and_then(|s| unsupported_reason(&s.key, &s.config, &s.dests))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "{}{key}: {reason}, and kernel IPVS cannot take it as a fallback: {why}",
+                        where_(nop.line)
+                    ));
+                }
+            }
         }
-        self.fp.apply(&changes).map_err(|e| e.to_string())?;
+        // Kernel first: it is the engine that can fail on outside state (kube-proxy's own
+        // services, for one). Undo it if anything after fails.
+        if let Ok(k) = &self.kernel {
+            for (i, c) in kern.iter().enumerate() {
+                if let Err(e) = kernel::apply(k, c) {
+                    self.restore_kernel(&kern[..i]);
+                    return Err(format!("kernel IPVS refused {}: {e}", change_key(c)));
+                }
+            }
+        }
+        if let Err(e) = self.fp.apply(&fast) {
+            self.restore_kernel(&kern);
+            return Err(e.to_string());
+        }
         self.table = t;
         Ok(())
+    }
+
+    /// Puts the kernel services touched by `done` back as the current table has them.
+    fn restore_kernel(&self, done: &[Change]) {
+        let Ok(k) = &self.kernel else { return };
+        let keys: HashSet<ServiceKey> = done.iter().map(change_key).collect();
+        for key in keys {
+            let _ = k.del_service(&key);
+            if let Some(s) = self
+                .table
+                .service(&key)
+                .filter(|s| engine_of(s) == EngineKind::Kernel)
+            {
+                for c in build_changes(s) {
+                    let _ = kernel::apply(k, &c);
+                }
+            }
+        }
     }
 
     /// Replaces the table by `target`, applying only the differences.
@@ -85,6 +260,68 @@ impl Node {
         let n = ops.len();
         self.apply(&ops)?;
         Ok(n)
+    }
+
+    /// A fresh start in own mode: kernel services of `target` that a previous, crashed xvsd
+    /// left in the kernel are removed first, so the table can be programmed from scratch.
+    pub fn clear_kernel_leftovers(&self, target: &Table) {
+        let Ok(k) = &self.kernel else { return };
+        for s in target
+            .services()
+            .iter()
+            .filter(|s| engine_of(s) == EngineKind::Kernel)
+        {
+            let _ = k.del_service(&s.key);
+        }
+    }
+
+    /// Mirror mode: one sync with kernel IPVS. Returns the number of fast-path changes.
+    pub fn sync_from_kernel(&mut self) -> Result<usize, String> {
+        let k = self.kernel.as_ref().map_err(|e| e.clone())?;
+        let dump = k.services().map_err(|e| e.to_string())?;
+        let full = ipvs_nl::to_table(&dump).map_err(|e| e.to_string())?;
+        let old_fast = fast_subset(&self.table);
+        let new_fast = fast_subset(&full);
+        let mut t = old_fast.clone();
+        let mut changes = Vec::new();
+        for op in old_fast.diff_ops(&new_fast) {
+            changes.extend(t.apply_op(&op).map_err(|e| e.to_string())?);
+        }
+        let fresh: Vec<ServiceKey> = new_fast
+            .services()
+            .iter()
+            .filter(|s| old_fast.service(&s.key).is_none())
+            .map(|s| s.key)
+            .collect();
+        if !changes.is_empty() {
+            self.fp.apply(&changes).map_err(|e| e.to_string())?;
+        }
+        if let Ok(t) = k.timeouts() {
+            let _ = self.fp.set_timeouts(t.tcp, t.tcp_fin, t.udp);
+        }
+        // Newly accelerated services: UDP flows kernel IPVS already holds stay the kernel's
+        // until they go idle (imported as kernel-owned, passed untouched), so neither their
+        // destination nor kernel IPVS's conntrack entries change under them. TCP needs no
+        // import: a segment that is not a SYN and has no fast-path connection passes to the
+        // kernel, which still holds it.
+        if !fresh.is_empty() {
+            for c in kernel::read_proc_conns()
+                .into_iter()
+                .filter(|c| c.proto == Protocol::Udp)
+            {
+                if fresh.contains(&ServiceKey::udp(c.vip.0, c.vip.1)) {
+                    let _ = self.fp.import_kernel_flow(
+                        lb_common::PROTO_UDP,
+                        c.client,
+                        c.vip,
+                        lb_common::UDP_STATE,
+                        c.expires_in,
+                    );
+                }
+            }
+        }
+        self.table = full;
+        Ok(changes.len())
     }
 
     /// Advances the rate estimators (call every estimator::TICK).
@@ -109,6 +346,40 @@ impl Node {
         self.dest_est.retain(|(k, _), _| keys.contains(k));
     }
 
+    /// Zeroes counters (ipvsadm -Z): the fast path's, and kernel IPVS's for the services this
+    /// xvsd put there (never in mirror mode, which does not write to the kernel).
+    pub fn zero(&mut self, key: Option<&ServiceKey>) -> Result<(), String> {
+        self.fp.zero(key).map_err(|e| e.to_string())?;
+        if self.mode == Mode::Own {
+            if let Ok(k) = &self.kernel {
+                for s in self.table.services() {
+                    if engine_of(s) == EngineKind::Kernel && key.is_none_or(|want| *want == s.key) {
+                        k.zero_service(&s.key).map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// ipvsadm --set: both engines (kernel IPVS only when xvsd owns the table).
+    pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) -> Result<(), String> {
+        self.fp
+            .set_timeouts(tcp, tcpfin, udp)
+            .map_err(|e| e.to_string())?;
+        if self.mode == Mode::Own {
+            if let Ok(k) = &self.kernel {
+                let t = ipvs_nl::Timeouts {
+                    tcp,
+                    tcp_fin: tcpfin,
+                    udp,
+                };
+                k.set_timeouts(&t).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn snapshot(&self, with_conns: bool) -> Result<Snapshot, String> {
         let fp = &self.fp;
         let by_id = fp.engine().dest_by_id();
@@ -124,12 +395,44 @@ impl Node {
                 }
             }
         }
+        let kernel: HashMap<ServiceKey, KernelService> = match &self.kernel {
+            Ok(k)
+                if self
+                    .table
+                    .services()
+                    .iter()
+                    .any(|s| engine_of(s) == EngineKind::Kernel)
+                    || self.mode == Mode::Mirror =>
+            {
+                k.services()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|ks| (ks.service.key, ks))
+                    .collect()
+            }
+            _ => HashMap::new(),
+        };
         let mut services = Vec::new();
         for s in self.table.services() {
-            let (total, per) = fp
-                .counters(&s.key)
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
+            let engine = engine_of(s);
+            let ks = kernel.get(&s.key);
+            let kdest = |d: (IpAddr, u16)| {
+                ks.and_then(|ks| {
+                    ks.service
+                        .dests
+                        .iter()
+                        .zip(&ks.dest_state)
+                        .find(|(kd, _)| kd.id() == d)
+                        .map(|(_, st)| st)
+                })
+            };
+            let (total, per) = if engine == EngineKind::FastPath {
+                fp.counters(&s.key)
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or_default()
+            } else {
+                Default::default()
+            };
             let per: HashMap<(IpAddr, u16), Counters> = per.into_iter().collect();
             let est = self.est.get(&s.key).copied().unwrap_or_default();
             let dests = s
@@ -137,33 +440,47 @@ impl Node {
                 .iter()
                 .map(|d| {
                     let c = per.get(&d.id()).copied().unwrap_or_default();
-                    let (active, inactive) =
+                    let (mut active, mut inactive) =
                         counts.get(&(s.key, d.id())).copied().unwrap_or_default();
                     let de = self
                         .dest_est
                         .get(&(s.key, d.id()))
                         .copied()
                         .unwrap_or_default();
+                    let mut stats = de.stats(c);
+                    let mut persist = 0;
+                    // What kernel IPVS holds for it: all of a kernel-served service, and in
+                    // mirror mode the connections it held before the takeover.
+                    if let Some(st) = kdest(d.id()) {
+                        stats = add_stats(stats, kernel_stats(&st.stats));
+                        active += st.active_conns;
+                        inactive += st.inactive_conns;
+                        persist = st.persist_conns;
+                    }
                     DestView {
                         dest: d.clone(),
                         active,
                         inactive,
-                        persist: 0,
-                        stats: de.stats(c),
+                        persist,
+                        stats,
                         tunnel: None,
                     }
                 })
                 .collect();
+            let mut stats = est.stats(total);
+            if let Some(ks) = ks {
+                stats = add_stats(stats, kernel_stats(&ks.stats));
+            }
             services.push(ServiceView {
                 key: s.key,
                 config: s.config.clone(),
-                engine: EngineKind::FastPath,
-                pe_name: None,
-                stats: est.stats(total),
+                engine,
+                pe_name: ks.and_then(|ks| ks.options.pe_name.clone()),
+                stats,
                 dests,
             });
         }
-        let conns = if with_conns {
+        let mut conn_views: Vec<ConnView> = if with_conns {
             conns
                 .iter()
                 .map(|c| ConnView {
@@ -182,10 +499,20 @@ impl Node {
         } else {
             Vec::new()
         };
+        if with_conns && !kernel.is_empty() {
+            conn_views.extend(kernel::read_proc_conns().into_iter().map(|c| ConnView {
+                proto: c.proto,
+                client: v4(c.client),
+                vip: v4(c.vip),
+                dest: v4(c.dest),
+                state: c.state,
+                expires_in_s: c.expires_in.as_secs(),
+            }));
+        }
         Ok(Snapshot {
             conn_tab_size: fp.config().conn_table_size,
             services,
-            conns,
+            conns: conn_views,
             timeouts: fp.timeouts().map_err(|e| e.to_string())?,
         })
     }
@@ -193,13 +520,4 @@ impl Node {
 
 fn v4((a, p): (Ipv4Addr, u16)) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(a), p)
-}
-
-fn op_service(op: &Op) -> Option<ServiceKey> {
-    match op {
-        Op::AddService(k, _) | Op::EditService(k, _) | Op::AddDest(k, _) | Op::EditDest(k, _) => {
-            Some(*k)
-        }
-        Op::DelService(_) | Op::DelDest(..) | Op::Clear => None,
-    }
 }

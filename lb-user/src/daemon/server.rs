@@ -27,16 +27,14 @@ pub fn handle(node: &Mutex<Node>, req: Request) -> Response {
             Ok(s) => Response::Snapshot(Box::new(s)),
             Err(e) => Response::Error(e),
         },
-        Request::Zero(key) => match node.fast_path().zero(key.as_ref()) {
+        Request::Zero(key) => match node.zero(key.as_ref()) {
             Ok(()) => Response::Ok,
-            Err(e) => Response::Error(e.to_string()),
+            Err(e) => Response::Error(e),
         },
-        Request::SetTimeouts { tcp, tcpfin, udp } => {
-            match node.fast_path().set_timeouts(tcp, tcpfin, udp) {
-                Ok(()) => Response::Ok,
-                Err(e) => Response::Error(e.to_string()),
-            }
-        }
+        Request::SetTimeouts { tcp, tcpfin, udp } => match node.set_timeouts(tcp, tcpfin, udp) {
+            Ok(()) => Response::Ok,
+            Err(e) => Response::Error(e),
+        },
     }
 }
 

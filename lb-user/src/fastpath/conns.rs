@@ -87,6 +87,10 @@ impl FastPath {
         let mut out = Vec::new();
         for item in conns.iter() {
             let Ok((k, v)) = item else { continue };
+            // Flows left to kernel IPVS are listed by kernel IPVS.
+            if v.flags & lb_common::CONN_F_KERNEL != 0 {
+                continue;
+            }
             let Some(left) = remaining(&timeouts, &v, now) else {
                 continue;
             };
@@ -120,6 +124,47 @@ impl FastPath {
             }
         }
         Ok(m)
+    }
+
+    /// Marks a flow kernel IPVS already holds (mirror mode takeover): the fast path passes
+    /// its packets to the kernel untouched until it has been idle for its timeout, so kernel
+    /// IPVS and its conntrack entries keep serving it. `expires_in` is what the kernel reported.
+    pub fn import_kernel_flow(
+        &mut self,
+        proto: u8,
+        client: (Ipv4Addr, u16),
+        vip: (Ipv4Addr, u16),
+        state: u8,
+        expires_in: Duration,
+    ) -> Result<(), FastPathError> {
+        let timeouts = self.timeouts_ns()?;
+        let timeout = timeouts.get(state as usize).copied().unwrap_or(0);
+        let left = (expires_in.as_nanos() as u64).min(timeout);
+        // Back-date the last packet so the entry expires when the kernel's would.
+        let last_seen_ns = now_ns().saturating_sub(timeout - left);
+        let be = |a: Ipv4Addr| u32::from(a).to_be();
+        let k = FlowKey {
+            saddr: be(client.0),
+            daddr: be(vip.0),
+            sport: client.1.to_be(),
+            dport: vip.1.to_be(),
+            proto,
+            _pad: [0; 3],
+        };
+        let v = ConnValue {
+            dest_id: lb_common::NO_DEST,
+            dest_gen: 0,
+            rip: 0,
+            rport: 0,
+            state,
+            flags: lb_common::CONN_F_KERNEL,
+            last_seen_ns,
+        };
+        let mut conns: HashMap<&mut MapData, FlowKey, ConnValue> =
+            engine::typed(self.ebpf_mut(), names::CONNS)?;
+        conns
+            .insert(k, v, 0)
+            .map_err(|e| FastPathError::Map(format!("CONNS: {e}")))
     }
 
     /// Deletes expired connections (and their reply entries); returns how many went.

@@ -92,7 +92,11 @@ impl FastPath {
             fd.pin(&pin)
                 .map_err(|e| attach_err(format!("pinning the link at {}: {e}", pin.display())))?;
         }
-        if redirect_ok && outcome.mode == AttachMode::Native {
+        // Generic-mode redirects are skb transmits and deliver into any device, veth included;
+        // native ones into a veth only when its peer runs XDP, which the caller vouches for.
+        // Redirects matter beyond speed: a reply rewritten to come from a VIP that is a local
+        // address (kube-proxy's kube-ipvs0) and handed to the stack is dropped as a martian.
+        if redirect_ok || outcome.mode == AttachMode::Generic {
             let mut tx: DevMapHash<&mut MapData> = engine::typed(self.ebpf_mut(), names::TX_PORTS)?;
             tx.insert(ifidx, ifidx, None, 0)
                 .map_err(|e| FastPathError::Map(format!("TX_PORTS: {e}")))?;
