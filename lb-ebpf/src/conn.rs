@@ -18,6 +18,8 @@ pub struct Decision {
     pub action: u32,
     pub addr: u32,
     pub port: u16,
+    /// The lb_common::path code of what happened (for logging).
+    pub why: u32,
 }
 
 /// Leave it to the kernel untouched (the reason was counted in PATH_STATS).
@@ -28,11 +30,14 @@ pub const DNAT: u32 = 1;
 pub const SNAT: u32 = 2;
 
 impl Decision {
-    const PASS: Decision = Decision {
-        action: PASS,
-        addr: 0,
-        port: 0,
-    };
+    const fn pass(why: u32) -> Decision {
+        Decision {
+            action: PASS,
+            addr: 0,
+            port: 0,
+            why,
+        }
+    }
 }
 
 const DIR_INPUT: usize = 0;
@@ -117,7 +122,7 @@ pub fn decide(p: &Pkt) -> Decision {
 #[inline(always)]
 fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
     let Some(cfg) = CONFIG.get(0) else {
-        return Decision::PASS;
+        return Decision::pass(path::PASS_NOT_VIP);
     };
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let key = FlowKey {
@@ -137,7 +142,7 @@ fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
             if !expired(cfg, c, now) {
                 c.last_seen_ns = now;
                 count(path::PASS_KERNEL_FLOW);
-                return Decision::PASS;
+                return Decision::pass(path::PASS_KERNEL_FLOW);
             }
         } else {
             let live = match DESTS.get(c.dest_id) {
@@ -165,6 +170,7 @@ fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
                     action: DNAT,
                     addr: c.rip,
                     port: c.rport,
+                    why: path::FWD_ESTABLISHED,
                 };
             }
         }
@@ -174,7 +180,7 @@ fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
     // connection goes to the kernel, which may know it (kernel IPVS in mirror mode) or reset it.
     if p.proto == PROTO_TCP && !new_tcp {
         count(path::PASS_TCP_NOT_SYN);
-        return Decision::PASS;
+        return Decision::pass(path::PASS_TCP_NOT_SYN);
     }
     let svc = unsafe { &mut *svc };
     let len = svc.table_len;
@@ -198,20 +204,20 @@ fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
     };
     if idx >= len {
         count(path::PASS_NO_DEST);
-        return Decision::PASS;
+        return Decision::pass(path::PASS_NO_DEST);
     }
     let Some(slot) = SCHED_SLOTS.get(svc.table_off.wrapping_add(idx)) else {
         count(path::PASS_NO_DEST);
-        return Decision::PASS;
+        return Decision::pass(path::PASS_NO_DEST);
     };
     let dest_id = slot.dest_id;
     if dest_id == NO_DEST {
         count(path::PASS_NO_DEST);
-        return Decision::PASS;
+        return Decision::pass(path::PASS_NO_DEST);
     }
     let Some(dest) = DESTS.get(dest_id) else {
         count(path::PASS_NO_DEST);
-        return Decision::PASS;
+        return Decision::pass(path::PASS_NO_DEST);
     };
     let conn = ConnValue {
         dest_id,
@@ -240,7 +246,12 @@ fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
     }
     account(dest_id, true, true, p.ip_len);
     count(path::FWD_NEW);
-    Decision { action: DNAT, addr: dest.addr, port: dest.port }
+    Decision {
+        action: DNAT,
+        addr: dest.addr,
+        port: dest.port,
+        why: path::FWD_NEW,
+    }
 }
 
 #[inline(always)]
@@ -253,7 +264,7 @@ fn reply(p: &Pkt) -> Decision {
     };
     if unsafe { BACKENDS.get(&src) }.is_none() {
         count(path::PASS_NOT_VIP);
-        return Decision::PASS;
+        return Decision::pass(path::PASS_NOT_VIP);
     }
     let rkey = FlowKey {
         saddr: p.saddr,
@@ -265,7 +276,7 @@ fn reply(p: &Pkt) -> Decision {
     };
     let Some(r) = (unsafe { REPLIES.get(&rkey) }) else {
         count(path::PASS_NOT_VIP);
-        return Decision::PASS;
+        return Decision::pass(path::PASS_NOT_VIP);
     };
     let (vip, vport) = (r.vip, r.vport);
     let fkey = FlowKey {
@@ -277,22 +288,22 @@ fn reply(p: &Pkt) -> Decision {
         _pad: [0; 3],
     };
     let Some(cfg) = CONFIG.get(0) else {
-        return Decision::PASS;
+        return Decision::pass(path::PASS_NOT_VIP);
     };
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let Some(c) = CONNS.get_ptr_mut(&fkey) else {
         count(path::REPLY_NO_CONN);
-        return Decision::PASS;
+        return Decision::pass(path::REPLY_NO_CONN);
     };
     let c = unsafe { &mut *c };
     // The client's connection may since have been rescheduled elsewhere, or be over.
     if c.rip != p.saddr || c.rport != p.sport || expired(cfg, c, now) {
         count(path::REPLY_NO_CONN);
-        return Decision::PASS;
+        return Decision::pass(path::REPLY_NO_CONN);
     }
     c.state = next_state(p.proto, DIR_OUTPUT, p.tcp_flags, c.state);
     c.last_seen_ns = now;
     account(c.dest_id, false, false, p.ip_len);
     count(path::REPLY);
-    Decision { action: SNAT, addr: vip, port: vport }
+    Decision { action: SNAT, addr: vip, port: vport, why: path::REPLY }
 }

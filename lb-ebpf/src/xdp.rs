@@ -9,10 +9,12 @@ use aya_ebpf::{
 };
 use lb_common::{path, CFG_F_FIB_REDIRECT, PROTO_TCP};
 
-use crate::conn::{decide, DNAT, PASS};
+use aya_log_ebpf::{debug, info};
+
+use crate::conn::{decide, Decision, DNAT, PASS};
 use crate::csum;
 use crate::maps::{count, CONFIG, TX_PORTS};
-use crate::parse::{parse, ptr_at, EthHdr, Ipv4Hdr, Ports, Skip, IP_OFF, L4_OFF, TCP_CSUM_OFF, UDP_CSUM_OFF};
+use crate::parse::{parse, ptr_at, EthHdr, Ipv4Hdr, Pkt, Ports, Skip, IP_OFF, L4_OFF, TCP_CSUM_OFF, UDP_CSUM_OFF};
 
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const AF_INET: u8 = 2;
@@ -33,6 +35,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         }
     };
     let d = decide(&p);
+    log_decision(ctx, &p, &d);
     if d.action == PASS {
         return xdp_action::XDP_PASS;
     }
@@ -40,6 +43,34 @@ pub fn run(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
     forward(ctx, data, data_end)
+}
+
+/// Logs new connections (debug) and refusals for want of a destination (info) through
+/// aya-log. Off unless the loader enabled it: then AYA_LOG_LEVEL is 0 at load, the verifier
+/// sees the branch is dead and removes it, and it costs nothing.
+#[inline(always)]
+fn log_decision(ctx: &XdpContext, p: &Pkt, d: &Decision) {
+    if d.why == path::FWD_NEW {
+        debug!(
+            ctx,
+            "new connection proto {} {:i}:{} -> {:i}:{} scheduled to {:i}:{}",
+            p.proto,
+            u32::from_be(p.saddr),
+            u16::from_be(p.sport),
+            u32::from_be(p.daddr),
+            u16::from_be(p.dport),
+            u32::from_be(d.addr),
+            u16::from_be(d.port)
+        );
+    } else if d.why == path::PASS_NO_DEST {
+        info!(
+            ctx,
+            "no destination available for {:i}:{} (proto {}): passed to the kernel",
+            u32::from_be(p.daddr),
+            u16::from_be(p.dport),
+            p.proto
+        );
+    }
 }
 
 /// Replaces the destination (or source) address and port, fixing the IP and L4 checksums.

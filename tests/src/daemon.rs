@@ -91,6 +91,21 @@ impl Daemon {
         Self::start_with(ns, dirs, extra, Stdio::inherit())
     }
 
+    /// Like `start`, with the daemon's log (stderr) written to `log_file` at `rust_log` level.
+    pub fn start_logged(
+        ns: &Netns,
+        dirs: &DaemonDirs,
+        extra: &[&str],
+        log_file: &std::path::Path,
+        rust_log: &str,
+    ) -> Daemon {
+        std::env::set_var("RUST_LOG", rust_log);
+        let log = std::fs::File::create(log_file).unwrap();
+        let d = Self::start_with(ns, dirs, extra, Stdio::from(log));
+        std::env::remove_var("RUST_LOG");
+        d
+    }
+
     /// Like `start`, with the daemon's log (stderr) sent to `log`.
     pub fn start_with(ns: &Netns, dirs: &DaemonDirs, extra: &[&str], log: Stdio) -> Daemon {
         let _ = std::fs::remove_file(dirs.socket());

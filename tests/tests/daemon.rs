@@ -124,7 +124,10 @@ fn a_bad_batch_is_refused_whole_and_changes_nothing() {
     )];
     match d.apply(lc) {
         Response::Error(e) => {
-            assert!(e.contains("scheduler lc is not supported by the fast path"), "{e}");
+            assert!(
+                e.contains("scheduler lc is not supported by the fast path"),
+                "{e}"
+            );
             // This host's kernel has no IPVS to fall back to: the refusal says so.
             assert!(
                 e.contains("kernel IPVS cannot take it as a fallback: this kernel has no IPVS"),
@@ -197,5 +200,143 @@ fn a_second_daemon_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("another xvsd is already running"), "{err}");
+    d.stop();
+}
+
+/// Waits until `f` holds (up to 5 s).
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(5) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn bpf_logging_is_off_by_default_and_reports_connections_when_on() {
+    let topo = Topology::new("lg", 3);
+    let _servers: Vec<_> = (0..3)
+        .map(|i| serve(&topo.backends[i], 8080, &format!("rs{}", i + 1)))
+        .collect();
+    let vip = SocketAddrV4::new(VIP, 80);
+    let args = iface_args(&topo);
+    let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    extra.extend(["--mode", "generic"]);
+    for on in [false, true] {
+        let dirs = DaemonDirs::new(if on { "logon" } else { "logoff" });
+        let _cleanup = Teardown(dirs.clone());
+        let log = std::env::temp_dir().join(format!("xvs-log-{on}-{}.log", std::process::id()));
+        let mut e = extra.clone();
+        if on {
+            e.push("--bpf-log");
+        }
+        let d = Daemon::start_logged(&topo.lb, &dirs, &e, &log, "debug");
+        assert_eq!(d.apply(rr_ops()), Response::Ok);
+        assert_eq!(tcp_ask(&topo.client, None, vip), "rs3");
+        // All destinations quiesced: the next SYN is refused (passed to the kernel).
+        let k = ServiceKey::tcp(VIP, 80);
+        let quiesce: Vec<Op> = (1..=3)
+            .map(|i| {
+                let a: std::net::IpAddr = format!("10.11.{i}.2").parse().unwrap();
+                Op::EditDest(k, Destination::masq(a, 8080, 0))
+            })
+            .collect();
+        assert_eq!(d.apply(quiesce), Response::Ok);
+        assert!(Conn::open(&topo.client, None, vip).is_err());
+        let new_conn = "scheduled to 10.11.3.2:8080";
+        let refused = "no destination available for 10.0.0.100:80 (proto 6)";
+        if on {
+            let seen = eventually(|| {
+                let l = std::fs::read_to_string(&log).unwrap_or_default();
+                l.contains(new_conn) && l.contains(refused)
+            });
+            assert!(seen, "{}", std::fs::read_to_string(&log).unwrap());
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let l = std::fs::read_to_string(&log).unwrap();
+            assert!(!l.contains(new_conn) && !l.contains(refused), "{l}");
+        }
+        d.stop();
+        let _ = std::fs::remove_file(&log);
+    }
+}
+
+#[test]
+fn sighup_reloads_the_rules_file_applying_only_the_difference() {
+    let topo = Topology::new("hp", 3);
+    let _servers: Vec<_> = (0..3)
+        .map(|i| serve(&topo.backends[i], 8080, &format!("rs{}", i + 1)))
+        .collect();
+    let dirs = DaemonDirs::new("sighup");
+    let _cleanup = Teardown(dirs.clone());
+    std::fs::create_dir_all(&dirs.state_dir).unwrap();
+    let rules = dirs.state_dir.join("rules");
+    let v1 = "\
+-A -t 10.0.0.100:80 -s rr
+-a -t 10.0.0.100:80 -r 10.11.1.2:8080 -m -w 1
+-a -t 10.0.0.100:80 -r 10.11.2.2:8080 -m -w 1
+-a -t 10.0.0.100:80 -r 10.11.3.2:8080 -m -w 1
+";
+    std::fs::write(&rules, v1).unwrap();
+    let args = iface_args(&topo);
+    let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    let rules_s = rules.display().to_string();
+    extra.extend(["--mode", "generic", "--rules", &rules_s]);
+    let log = dirs.state_dir.join("xvsd.log");
+    let d = Daemon::start_logged(&topo.lb, &dirs, &extra, &log, "info");
+    let vip = SocketAddrV4::new(VIP, 80);
+    let mut long = Conn::open(&topo.client, None, vip).unwrap();
+    assert_eq!(long.ask().unwrap(), "rs3");
+    assert_eq!(tcp_ask(&topo.client, None, vip), "rs2");
+
+    // rs1 leaves, a UDP service arrives; rs3 (the long-lived connection's) and rs2 are
+    // unchanged, so only two changes are applied and the rr sequence goes on from rs2.
+    let v2 = "\
+-A -t 10.0.0.100:80 -s rr
+-a -t 10.0.0.100:80 -r 10.11.2.2:8080 -m -w 1
+-a -t 10.0.0.100:80 -r 10.11.3.2:8080 -m -w 1
+-A -u 10.0.0.100:53 -s rr
+-a -u 10.0.0.100:53 -r 10.11.1.2:8080 -m -w 1
+";
+    std::fs::write(&rules, v2).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(eventually(|| std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("rules reloaded changes=3")));
+    assert_eq!(
+        long.ask().unwrap(),
+        "rs3",
+        "unchanged destinations keep their connections"
+    );
+    let seq: Vec<String> = (0..2).map(|_| tcp_ask(&topo.client, None, vip)).collect();
+    assert_eq!(seq.join(" "), "rs3 rs2");
+    let snap = match d.request(&Request::Snapshot { conns: false }) {
+        Response::Snapshot(s) => s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(snap.services.len(), 2);
+
+    // A bad file on reload is refused whole, naming the line; the table stays as it was.
+    std::fs::write(
+        &rules,
+        format!("{v2}-a -u 10.0.0.100:53 -r 10.11.2.2:8080 -m -w -1\n"),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        eventually(|| {
+            let l = std::fs::read_to_string(&log).unwrap_or_default();
+            l.contains("reload refused, table unchanged") && l.contains("line 6")
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(
+        d.request(&Request::Snapshot { conns: false }),
+        Response::Snapshot(snap)
+    );
     d.stop();
 }

@@ -58,6 +58,10 @@ struct Cli {
     /// How often mirror mode reads kernel IPVS (e.g. 1s, 500ms).
     #[arg(long, default_value = "1s", value_parser = parse_period)]
     sync_period: Duration,
+    /// Log from the BPF programs too (new connections at debug, refusals at info) through
+    /// aya-log; off by default: disabled, the statements cost nothing per packet.
+    #[arg(long)]
+    bpf_log: bool,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -181,6 +185,7 @@ fn run(cli: Cli) -> Result<(), String> {
         sched_slots: cli.sched_slots,
         conn_table_size: cli.conn_table_size,
         pin_dir: Some(cli.pin_dir.clone()),
+        bpf_log: cli.bpf_log,
         ..Default::default()
     };
     // A predecessor that stopped cleanly left its state: adopt its maps exactly. The saved
@@ -289,6 +294,9 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
             }
         }
     });
+    if cli.bpf_log {
+        tokio::spawn(drain_bpf_log(node.clone()));
+    }
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -325,6 +333,39 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     tracing::info!("stopped; the fast path keeps running (`xvsd teardown` removes it)");
     std::thread::sleep(Duration::from_millis(10));
     Ok(())
+}
+
+/// Forwards the BPF programs' log records (aya-log's ring) to tracing as they arrive.
+async fn drain_bpf_log(node: Arc<Mutex<Node>>) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let fd = {
+        let mut n = node.lock().unwrap_or_else(|p| p.into_inner());
+        match n.fast_path().bpf_logger() {
+            Some(l) => unsafe { libc::dup(l.as_raw_fd()) },
+            None => return,
+        }
+    };
+    if fd < 0 {
+        tracing::warn!("BPF log: cannot duplicate the ring's descriptor");
+        return;
+    }
+    // SAFETY: the descriptor is our own duplicate, owned by the AsyncFd until it is dropped.
+    let Ok(afd) = (unsafe { tokio::io::unix::AsyncFd::register(OwnedFd::from_raw_fd(fd)) }) else {
+        tracing::warn!("BPF log: cannot poll the ring");
+        return;
+    };
+    loop {
+        let Ok(mut ready) = afd.readable().await else {
+            return;
+        };
+        {
+            let mut n = node.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = n.fast_path().bpf_logger() {
+                l.flush();
+            }
+        }
+        ready.clear_ready();
+    }
 }
 
 fn reload(cli: &Cli, node: &Mutex<Node>) {

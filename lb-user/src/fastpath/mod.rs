@@ -47,6 +47,9 @@ pub struct FastPathConfig {
     pub fib_redirect: bool,
     /// Where to pin the maps (None: not pinned, they die with the process).
     pub pin_dir: Option<PathBuf>,
+    /// BPF-side logging through aya-log (new connections, refusals). Off by default: the log
+    /// level is then 0 at load and the statements cost nothing.
+    pub bpf_log: bool,
 }
 
 impl Default for FastPathConfig {
@@ -59,6 +62,7 @@ impl Default for FastPathConfig {
             max_period: 1 << 16,
             fib_redirect: true,
             pin_dir: None,
+            bpf_log: false,
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct FastPath {
     ebpf: Ebpf,
     engine: Engine,
     config: FastPathConfig,
+    /// The reader of the BPF log ring (only with bpf_log).
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 const MAP_NAMES: [&str; 10] = [
@@ -147,6 +153,8 @@ impl FastPath {
         for (n, p) in &pins {
             loader.map_pin_path(n, p.as_path());
         }
+        let log_level: u8 = if config.bpf_log { 0xff } else { 0 };
+        loader.override_global(aya_log::LEVEL, &log_level, true);
         let mut ebpf = loader
             .load(crate::bpf_object::object())
             .map_err(|e| FastPathError::Load(explain_load_error(&e)))?;
@@ -159,6 +167,14 @@ impl FastPath {
             p.load()
                 .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
         }
+        let logger = if config.bpf_log {
+            Some(
+                aya_log::EbpfLogger::init(&mut ebpf)
+                    .map_err(|e| FastPathError::Load(format!("BPF log: {e}")))?,
+            )
+        } else {
+            None
+        };
         let adopted = saved.is_some();
         let engine = saved.unwrap_or_else(|| {
             Engine::new(Limits {
@@ -172,6 +188,7 @@ impl FastPath {
             ebpf,
             engine,
             config,
+            logger,
         };
         if !adopted && fp.config.pin_dir.is_some() {
             fp.engine.reset_maps(&mut fp.ebpf)?;
@@ -189,6 +206,11 @@ impl FastPath {
         }
         fp.write_config(cfg)?;
         Ok(fp)
+    }
+
+    /// The BPF log ring's reader, to poll for readability and `flush` into `log`/`tracing`.
+    pub fn bpf_logger(&mut self) -> Option<&mut aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.as_mut()
     }
 
     pub fn config(&self) -> &FastPathConfig {
