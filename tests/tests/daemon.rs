@@ -340,3 +340,44 @@ fn sighup_reloads_the_rules_file_applying_only_the_difference() {
     );
     d.stop();
 }
+
+#[test]
+fn a_missing_bpffs_is_mounted() {
+    // A private mount namespace where /sys/fs/bpf is not a bpffs (as on these machines at
+    // boot): xvsd mounts one and pins there. Everything pinned in it goes with the namespace.
+    let ns = Netns::new("fs");
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    let dirs = DaemonDirs::new("bpffs");
+    let _cleanup = Teardown(dirs.clone());
+    let mut args = vec![
+        format!("--net=/run/netns/{}", ns.name),
+        bin("xvsd").display().to_string(),
+    ];
+    args.extend(dirs.args());
+    args.extend([
+        "--iface".into(),
+        "d0".into(),
+        "--mode".into(),
+        "generic".into(),
+    ]);
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; ! grep -q ' /sys/fs/bpf bpf ' /proc/self/mounts || exit 3; exec nsenter {}",
+        args.join(" ")
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually(|| dirs.socket().exists());
+    let mounts =
+        std::fs::read_to_string(format!("/proc/{}/mounts", child.id())).unwrap_or_default();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert!(up, "xvsd came up without a bpffs ({st})");
+    assert!(
+        mounts.contains(" /sys/fs/bpf bpf "),
+        "xvsd mounted a bpffs: {mounts}"
+    );
+    assert!(st.success(), "{st}");
+}
