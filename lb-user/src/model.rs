@@ -353,10 +353,32 @@ pub enum Op {
     Clear,
 }
 
-/// The whole table. Services keep the order they were added in; listings sort as ipvsadm does.
+/// The whole table. Listings sort as ipvsadm does; the order kept here carries no meaning
+/// (a deletion moves the last service into the gap, so every operation stays O(1) at
+/// 50,000 services).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<Service>", into = "Vec<Service>")]
 pub struct Table {
     services: Vec<Service>,
+    /// Position of each service in `services`.
+    index: std::collections::HashMap<ServiceKey, usize>,
+}
+
+impl From<Vec<Service>> for Table {
+    fn from(services: Vec<Service>) -> Table {
+        let index = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key, i))
+            .collect();
+        Table { services, index }
+    }
+}
+
+impl From<Table> for Vec<Service> {
+    fn from(t: Table) -> Vec<Service> {
+        t.services
+    }
 }
 
 fn dest_name(addr: &IpAddr, port: u16) -> String {
@@ -373,14 +395,14 @@ impl Table {
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
-        self.services.iter().find(|s| &s.key == key)
+        self.index.get(key).map(|&i| &self.services[i])
     }
 
     fn service_mut(&mut self, key: &ServiceKey) -> Result<&mut Service, TableError> {
-        self.services
-            .iter_mut()
-            .find(|s| &s.key == key)
-            .ok_or(TableError::NoSuchService(*key))
+        match self.index.get(key) {
+            Some(&i) => Ok(&mut self.services[i]),
+            None => Err(TableError::NoSuchService(*key)),
+        }
     }
 
     fn validate_service(key: &ServiceKey, config: &ServiceConfig) -> Result<(), TableError> {
@@ -449,6 +471,7 @@ impl Table {
         if self.service(&key).is_some() {
             return Err(TableError::ServiceExists(key));
         }
+        self.index.insert(key, self.services.len());
         self.services.push(Service {
             key,
             config: config.clone(),
@@ -469,11 +492,13 @@ impl Table {
 
     pub fn del_service(&mut self, key: &ServiceKey) -> Result<Change, TableError> {
         let i = self
-            .services
-            .iter()
-            .position(|s| &s.key == key)
+            .index
+            .remove(key)
             .ok_or(TableError::NoSuchService(*key))?;
-        self.services.remove(i);
+        self.services.swap_remove(i);
+        if let Some(moved) = self.services.get(i) {
+            self.index.insert(moved.key, i);
+        }
         Ok(Change::DelService(*key))
     }
 
@@ -581,8 +606,23 @@ impl Table {
         ops
     }
 
+    /// Puts a service back as it was (`None`: absent): undoes operations on it.
+    pub fn restore_service(&mut self, key: &ServiceKey, prev: Option<Service>) {
+        if let Some(i) = self.index.remove(key) {
+            self.services.swap_remove(i);
+            if let Some(moved) = self.services.get(i) {
+                self.index.insert(moved.key, i);
+            }
+        }
+        if let Some(s) = prev {
+            self.index.insert(s.key, self.services.len());
+            self.services.push(s);
+        }
+    }
+
     /// Removes every service (ipvsadm -C).
     pub fn clear(&mut self) -> Vec<Change> {
+        self.index.clear();
         self.services
             .drain(..)
             .map(|s| Change::DelService(s.key))
@@ -710,6 +750,38 @@ mod tests {
         assert_eq!(a.service(&k1), b.service(&k1));
         assert_eq!(a.service(&k3), b.service(&k3));
         assert!(a.diff_ops(&b).is_empty());
+    }
+
+    #[test]
+    fn the_index_follows_deletions_and_restores() {
+        let mut t = Table::new();
+        let keys: Vec<ServiceKey> = (1..=5)
+            .map(|i| ServiceKey::tcp(Ipv4Addr::new(10, 0, 0, i), 80))
+            .collect();
+        for k in &keys {
+            t.add_service(*k, ServiceConfig::with_scheduler("rr"))
+                .unwrap();
+        }
+        let first = t.service(&keys[0]).cloned();
+        t.del_service(&keys[0]).unwrap();
+        t.del_service(&keys[2]).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(t.service(k).is_some(), i != 0 && i != 2, "{k}");
+            if let Some(s) = t.service(k) {
+                assert_eq!(&s.key, k);
+            }
+        }
+        t.restore_service(&keys[0], first);
+        t.restore_service(&keys[4], None);
+        assert_eq!(t.services().len(), 3);
+        assert!(t.service(&keys[0]).is_some() && t.service(&keys[4]).is_none());
+        let json = serde_json::to_string(&t).unwrap();
+        let back: Table = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, t);
+        assert!(
+            back.service(&keys[3]).is_some(),
+            "index rebuilt after deserialising"
+        );
     }
 
     #[test]

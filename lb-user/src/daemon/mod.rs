@@ -66,6 +66,18 @@ fn change_key(c: &Change) -> ServiceKey {
     }
 }
 
+fn op_key(op: &Op) -> Option<ServiceKey> {
+    match op {
+        Op::AddService(k, _)
+        | Op::EditService(k, _)
+        | Op::DelService(k)
+        | Op::AddDest(k, _)
+        | Op::EditDest(k, _)
+        | Op::DelDest(k, ..) => Some(*k),
+        Op::Clear => None,
+    }
+}
+
 /// The changes that build `s` from nothing, in an order that reproduces its list order.
 fn build_changes(s: &Service) -> Vec<Change> {
     let mut v = vec![Change::AddService(s.key, s.config.clone())];
@@ -170,12 +182,41 @@ impl Node {
                     .into(),
             );
         }
-        let mut t = self.table.clone();
+        // Applied in place with an undo log of each touched service's previous state: no
+        // copy of a 50,000-service table per command.
+        let mut undo: Vec<(ServiceKey, Option<Service>)> = Vec::new();
+        let result = self.apply_logged(ops, &mut undo);
+        if result.is_err() {
+            for (k, prev) in undo.into_iter().rev() {
+                self.table.restore_service(&k, prev);
+            }
+        }
+        result
+    }
+
+    fn apply_logged(
+        &mut self,
+        ops: &[NumberedOp],
+        undo: &mut Vec<(ServiceKey, Option<Service>)>,
+    ) -> Result<(), String> {
+        let t = &mut self.table;
         let mut fast = Vec::new();
         let mut kern = Vec::new();
         for nop in ops {
-            let before: HashMap<ServiceKey, EngineKind> =
-                t.services().iter().map(|s| (s.key, engine_of(s))).collect();
+            // Engines before the operation, of the services it can touch (Clear: all).
+            let before: HashMap<ServiceKey, EngineKind> = match op_key(&nop.op) {
+                Some(k) => {
+                    undo.push((k, t.service(&k).cloned()));
+                    t.service(&k)
+                        .map(|s| (k, engine_of(s)))
+                        .into_iter()
+                        .collect()
+                }
+                None => {
+                    undo.extend(t.services().iter().map(|s| (s.key, Some(s.clone()))));
+                    t.services().iter().map(|s| (s.key, engine_of(s))).collect()
+                }
+            };
             let changes = t
                 .apply_op(&nop.op)
                 .map_err(|e| format!("{}{e}", where_(nop.line)))?;
@@ -218,30 +259,31 @@ impl Node {
         if let Ok(k) = &self.kernel {
             for (i, c) in kern.iter().enumerate() {
                 if let Err(e) = kernel::apply(k, c) {
-                    self.restore_kernel(&kern[..i]);
+                    Self::restore_kernel(k, undo, &kern[..i]);
                     return Err(format!("kernel IPVS refused {}: {e}", change_key(c)));
                 }
             }
         }
         if let Err(e) = self.fp.apply(&fast) {
-            self.restore_kernel(&kern);
+            if let Ok(k) = &self.kernel {
+                Self::restore_kernel(k, undo, &kern);
+            }
             return Err(e.to_string());
         }
-        self.table = t;
         Ok(())
     }
 
-    /// Puts the kernel services touched by `done` back as the current table has them.
-    fn restore_kernel(&self, done: &[Change]) {
-        let Ok(k) = &self.kernel else { return };
+    /// Puts the kernel services touched by `done` back as they were before the batch (the
+    /// first undo entry of each service is its state before the batch).
+    fn restore_kernel(k: &IpvsClient, undo: &[(ServiceKey, Option<Service>)], done: &[Change]) {
         let keys: HashSet<ServiceKey> = done.iter().map(change_key).collect();
         for key in keys {
             let _ = k.del_service(&key);
-            if let Some(s) = self
-                .table
-                .service(&key)
-                .filter(|s| engine_of(s) == EngineKind::Kernel)
-            {
+            let prev = undo
+                .iter()
+                .find(|(k2, _)| *k2 == key)
+                .and_then(|(_, p)| p.as_ref());
+            if let Some(s) = prev.filter(|s| engine_of(s) == EngineKind::Kernel) {
                 for c in build_changes(s) {
                     let _ = kernel::apply(k, &c);
                 }
