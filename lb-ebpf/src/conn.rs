@@ -149,10 +149,10 @@ fn forward(p: &Pkt, svc: *mut SvcValue) -> Decision {
                 Some(d) => d.gen == c.dest_gen && d.flags & DEST_F_LIVE != 0,
                 None => false,
             };
-            // conn_reuse_mode=1: a fresh SYN on a connection in TIME_WAIT/CLOSE is a new one.
+            // conn_reuse_mode=1: a SYN on a connection in TIME_WAIT/CLOSE is a new one (the
+            // kernel's is_new_conn looks at the SYN flag alone).
             let reuse = p.proto == PROTO_TCP
-                && new_tcp
-                && p.tcp_flags & TCP_ACK == 0
+                && p.tcp_flags & TCP_SYN != 0
                 && (c.state == tcp_state::TIME_WAIT || c.state == tcp_state::CLOSE);
             if !live {
                 // expire_nodest_conn=1: the connection is expired; the packet is treated as new.

@@ -362,6 +362,12 @@ fn time_wait_connection_is_rescheduled_by_a_new_syn() {
         "conn_reuse_mode: the SYN is scheduled anew (rr moves on)"
     );
     assert_eq!(lb.path(path::CONN_REUSED), 1);
+    // The kernel's is_new_conn looks at SYN alone: a SYN+ACK on a TIME_WAIT connection is
+    // a new connection too.
+    lb.run(&Pkt::tcp(("10.1.0.1", 8080), c, FIN | ACK).build());
+    let (_, out) = lb.run(&Pkt::tcp(c, (VIP, 80), SYN | ACK).build());
+    assert_eq!(out[33], 2, "rescheduled: rr moves on to 10.1.0.2");
+    assert_eq!(lb.path(path::CONN_REUSED), 2);
 }
 
 #[test]

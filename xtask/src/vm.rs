@@ -1191,6 +1191,7 @@ pub fn build_bins(bins: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
 pub const VM_TESTS: &[(&str, &str)] = &[
     ("lb-user", "vm_ipvs_netlink"),
     ("lb-user", "vm_mirror"),
+    ("lb-user", "vm_sched_equivalence"),
 ];
 
 /// Where `--record-golden` writes the artifacts (by their relative paths).
