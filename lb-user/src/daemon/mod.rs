@@ -125,21 +125,6 @@ fn add_stats(a: Stats, b: Stats) -> Stats {
     }
 }
 
-fn kernel_stats(s: &ipvs_nl::Stats) -> Stats {
-    Stats {
-        conns: s.conns,
-        inpkts: s.inpkts,
-        outpkts: s.outpkts,
-        inbytes: s.inbytes,
-        outbytes: s.outbytes,
-        cps: s.cps,
-        inpps: s.inpps,
-        outpps: s.outpps,
-        inbps: s.inbps,
-        outbps: s.outbps,
-    }
-}
-
 impl Node {
     pub fn new(fp: FastPath, table: Table, kernel: Result<IpvsClient, String>, mode: Mode) -> Node {
         Node {
@@ -494,7 +479,7 @@ impl Node {
                     // What kernel IPVS holds for it: all of a kernel-served service, and in
                     // mirror mode the connections it held before the takeover.
                     if let Some(st) = kdest(d.id()) {
-                        stats = add_stats(stats, kernel_stats(&st.stats));
+                        stats = add_stats(stats, st.stats);
                         active += st.active_conns;
                         inactive += st.inactive_conns;
                         persist = st.persist_conns;
@@ -511,7 +496,7 @@ impl Node {
                 .collect();
             let mut stats = est.stats(total);
             if let Some(ks) = ks {
-                stats = add_stats(stats, kernel_stats(&ks.stats));
+                stats = add_stats(stats, ks.stats);
             }
             services.push(ServiceView {
                 key: s.key,

@@ -438,14 +438,7 @@ impl Engine {
                 *slot = None;
             }
             Change::AddDest(k, d) => {
-                let st = slot
-                    .as_mut()
-                    .ok_or_else(|| FastPathError::Table(format!("No such service: {k}")))?;
-                if let Some(r) = unsupported_dest_reason(d) {
-                    return Err(FastPathError::Unsupported(format!("{k}: {r}")));
-                }
-                advance(ebpf, st)?;
-                let before = st.sched_list();
+                let (st, before) = dest_change(ebpf, slot, k, Some(d))?;
                 st.dests.insert(
                     0,
                     DestEntry {
@@ -456,14 +449,7 @@ impl Engine {
                 st.sched.on_change(&before, &st.sched_list());
             }
             Change::EditDest(k, d) => {
-                let st = slot
-                    .as_mut()
-                    .ok_or_else(|| FastPathError::Table(format!("No such service: {k}")))?;
-                if let Some(r) = unsupported_dest_reason(d) {
-                    return Err(FastPathError::Unsupported(format!("{k}: {r}")));
-                }
-                advance(ebpf, st)?;
-                let before = st.sched_list();
+                let (st, before) = dest_change(ebpf, slot, k, Some(d))?;
                 let e = st
                     .dests
                     .iter_mut()
@@ -473,11 +459,7 @@ impl Engine {
                 st.sched.on_change(&before, &st.sched_list());
             }
             Change::DelDest(k, id) => {
-                let st = slot
-                    .as_mut()
-                    .ok_or_else(|| FastPathError::Table(format!("No such service: {k}")))?;
-                advance(ebpf, st)?;
-                let before = st.sched_list();
+                let (st, before) = dest_change(ebpf, slot, k, None)?;
                 let i = st
                     .dests
                     .iter()
@@ -730,6 +712,26 @@ impl SvcState {
         self.retired.inbytes += s.inbytes;
         self.retired.outbytes += s.outbytes;
     }
+}
+
+/// What every destination change starts with: the service must exist and the destination be
+/// servable; the scheduler state is advanced past the fast path's picks, and the list before
+/// the change is kept for the kernel's per-change hook.
+fn dest_change<'a>(
+    ebpf: &Ebpf,
+    slot: &'a mut Option<SvcState>,
+    k: &ServiceKey,
+    d: Option<&Destination>,
+) -> Result<(&'a mut SvcState, Vec<SchedDest>), FastPathError> {
+    let st = slot
+        .as_mut()
+        .ok_or_else(|| FastPathError::Table(format!("No such service: {k}")))?;
+    if let Some(r) = d.and_then(unsupported_dest_reason) {
+        return Err(FastPathError::Unsupported(format!("{k}: {r}")));
+    }
+    advance(ebpf, st)?;
+    let before = st.sched_list();
+    Ok((st, before))
 }
 
 /// Moves the scheduler state past the picks the fast path made from the published table.

@@ -34,21 +34,10 @@ pub struct Timeouts {
     pub udp: u32,
 }
 
-/// Counters and rates of a service or destination. With `STATS64` every value is exact; with
-/// the old `STATS` (used when a kernel has no STATS64) counters and rates are 32-bit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub conns: u64,
-    pub inpkts: u64,
-    pub outpkts: u64,
-    pub inbytes: u64,
-    pub outbytes: u64,
-    pub cps: u64,
-    pub inpps: u64,
-    pub outpps: u64,
-    pub inbps: u64,
-    pub outbps: u64,
-}
+/// Counters and rates of a service or destination: the same type listings show. With
+/// `STATS64` every value is exact; with the old `STATS` (used when a kernel has no STATS64)
+/// counters and rates are 32-bit.
+pub use crate::snapshot::Stats;
 
 /// Encapsulation of a tunnel destination (IP_VS_CONN_F_TUNNEL_TYPE_*).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
