@@ -1192,6 +1192,7 @@ pub const VM_TESTS: &[(&str, &str)] = &[
     ("lb-user", "vm_ipvs_netlink"),
     ("lb-user", "vm_mirror"),
     ("lb-user", "vm_sched_equivalence"),
+    ("lb-user", "vm_golden_traffic"),
 ];
 
 /// Where `--record-golden` writes the artifacts (by their relative paths).
