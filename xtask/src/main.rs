@@ -1,4 +1,5 @@
 //! Project tasks: `cargo xtask <task>`.
+mod bench;
 mod setup;
 mod vm;
 
@@ -29,6 +30,12 @@ enum Task {
     Test,
     /// Run the in-VM tests (kernel IPVS under qemu): `cargo xtask vm-test [--record-golden]`.
     VmTest(vm::VmTestArgs),
+    /// Set up, then run the benchmarks (needs root): BENCHMARKS.md, bench/results.json and
+    /// SVG plots; `--quick` finishes in a few minutes and writes only under bench/quick/.
+    Bench {
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
@@ -73,5 +80,9 @@ fn main() -> Result<()> {
             })
         }
         Task::VmTest(args) => vm::vm_test(args),
+        Task::Bench { quick } => {
+            setup::setup()?;
+            bench::bench(quick)
+        }
     }
 }

@@ -1291,6 +1291,92 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The in-VM benchmark (part of `cargo xtask bench`)
+
+/// The host's 1-minute load average (the VM's timing depends on it).
+fn host_load() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Kernel IPVS vs the fast path (XDP native and generic) vs plain forwarding, end to end in
+/// the VM (lb-user/tests/vm_bench.rs, run with XVS_VM_BENCH=1). Writes what it measured to
+/// `bench/vm.json` and a markdown section to `bench/vm.md`; `quick` (2 rounds x 3 s instead
+/// of 5 x 5 s: about 2 min instead of 6.5 with a warm cache) writes them under `bench/quick/`.
+pub fn vm_bench(quick: bool) -> Result<()> {
+    let t0 = Instant::now();
+    let bins = build_test_binaries(&[("lb-user", "vm_bench")], false)?;
+    let build_secs = secs(t0.elapsed());
+    let mut opts = VmOptions {
+        timeout: Duration::from_secs(if quick { 300 } else { 720 }),
+        ..Default::default()
+    };
+    opts.env.push(("XVS_VM_BENCH".into(), "1".into()));
+    if quick {
+        opts.env.push(("XVS_VM_BENCH_QUICK".into(), "1".into()));
+    }
+    let load_before = host_load();
+    let report = run_in_vm(&bins, &opts)?;
+    let load_after = host_load();
+    if !report.passed() {
+        bail!(
+            "the VM benchmark failed ({:?}); the console is above",
+            report.outcome
+        );
+    }
+    let artifact = |name: &str| {
+        report
+            .artifacts
+            .get(name)
+            .with_context(|| format!("the VM benchmark left no {name}"))
+    };
+    let mut json: serde_json::Value = serde_json::from_slice(artifact("vm-bench.json")?)?;
+    let mut md = String::from_utf8_lossy(artifact("vm-bench.md")?).into_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let total_secs = secs(t0.elapsed());
+    json["harness"] = serde_json::json!({
+        "build_secs": build_secs,
+        "prepare_secs": report.prepare_secs,
+        "vm_secs": report.vm_secs,
+        "total_secs": total_secs,
+        "host_cores": cores,
+        "host_load_before": load_before,
+        "host_load_after": load_after,
+    });
+    let load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.1}"));
+    md.push_str(&format!(
+        "\nThe VM ran {:.0} s (boot to power-off; {:.0} s in all with the build); the host's \
+         load average was {} before and {} after, on {cores} cores.\n",
+        report.vm_secs,
+        total_secs,
+        load(load_before),
+        load(load_after)
+    ));
+    let dir = if quick {
+        repo_root().join("bench/quick")
+    } else {
+        repo_root().join("bench")
+    };
+    fs::create_dir_all(&dir)?;
+    fs::write(
+        dir.join("vm.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    fs::write(dir.join("vm.md"), md)?;
+    eprintln!(
+        "vm-bench: wrote {} and vm.md ({:.0} s in all, VM {:.0} s)",
+        dir.join("vm.json").display(),
+        total_secs,
+        report.vm_secs
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

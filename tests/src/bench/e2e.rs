@@ -1,0 +1,780 @@
+//! Item 2: real packets through the balancer's namespace on veth.
+//!
+//! ```text
+//!  client ns                balancer ns                        destination ns 1 and 2
+//!  c0 10.10.0.2/16 ── l0 10.10.0.1/16   l1 10.11.1.1/24 ── b0 10.11.1.2-6/24   (5 endpoints)
+//!                                       l2 10.11.2.1/24 ── b0 10.11.2.2-6/24   (5 endpoints)
+//! ```
+//! One such topology per method (its own namespaces, so conntrack or XDP state of one method
+//! never touches another), all alive at once; the rounds go through the methods in turn, the
+//! same traffic and the same table each time:
+//! * `xdp-native`: the fast path in XDP driver mode, forwarding by FIB lookup + XDP_REDIRECT;
+//! * `xdp-generic`: the fast path in generic (skb) mode, the kernel routes the rewritten packet;
+//! * `forward`: no NAT at all, the client sends to the endpoints directly (the upper bound);
+//! * `iptables`: kube-proxy iptables-mode rules (iptables-legacy), conntrack NAT;
+//! * `nftables`: kube-proxy nftables-mode rules (verdict maps), conntrack NAT.
+//!
+//! Each method runs as it would be deployed: only `xdp-native` puts the pass-through XDP
+//! program on the client's c0 and the endpoints' b0 (a redirect into a veth is delivered only
+//! when the peer runs one; the other methods do not need it, and on veth it would make them
+//! copy every skb). GRO/GSO/TSO and checksum offloads are off on every veth, so every method
+//! handles the same packets one by one.
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lb_common::path;
+use lb_user::fastpath::{AttachMode, FastPath, FastPathConfig};
+
+use super::micro::vip;
+use super::report::{E2eFigure, E2eRound};
+use super::rules::{self, endpoint, EPORT, VPORT};
+use super::stats::{ratios, Summary};
+use super::sys::{cmd_stdin, CpuSample};
+use super::traffic::{tcp_sink, udp_sink, Sink, TcpStreams, UdpFlows, UdpGen, UdpSpec};
+use super::{BenchResult, Ctx};
+use crate::ensure;
+use crate::netns::Netns;
+use crate::packet::{TCP, UDP};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Method {
+    Forward,
+    XdpNative,
+    XdpGeneric,
+    Iptables,
+    Nftables,
+}
+
+pub const METHODS: [Method; 5] = [
+    Method::Forward,
+    Method::XdpNative,
+    Method::XdpGeneric,
+    Method::Iptables,
+    Method::Nftables,
+];
+
+impl Method {
+    pub fn id(self) -> &'static str {
+        match self {
+            Method::Forward => "forward",
+            Method::XdpNative => "xdp-native",
+            Method::XdpGeneric => "xdp-generic",
+            Method::Iptables => "iptables",
+            Method::Nftables => "nftables",
+        }
+    }
+
+    pub fn what(self) -> &'static str {
+        match self {
+            Method::Forward => "plain forwarding, no NAT (the upper bound; the baseline)",
+            Method::XdpNative => "xvs, XDP native mode (FIB lookup + XDP_REDIRECT)",
+            Method::XdpGeneric => "xvs, XDP generic mode (the kernel routes the rewritten packet)",
+            Method::Iptables => "iptables-legacy, kube-proxy iptables-mode rules, conntrack NAT",
+            Method::Nftables => "nftables, kube-proxy nftables-mode rules, conntrack NAT",
+        }
+    }
+
+    fn tag(self) -> char {
+        match self {
+            Method::Forward => 'f',
+            Method::XdpNative => 'n',
+            Method::XdpGeneric => 'g',
+            Method::Iptables => 'i',
+            Method::Nftables => 't',
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pattern {
+    UdpOne,
+    UdpMany,
+    UdpNew,
+    TcpOne,
+    TcpMany,
+}
+
+pub const PATTERNS: [Pattern; 5] = [
+    Pattern::UdpOne,
+    Pattern::UdpMany,
+    Pattern::UdpNew,
+    Pattern::TcpOne,
+    Pattern::TcpMany,
+];
+
+/// Flows of the "many flows" patterns.
+pub const UDP_FLOWS: u32 = 10_000;
+pub const TCP_FLOWS: usize = 16;
+
+impl Pattern {
+    pub fn id(self) -> &'static str {
+        match self {
+            Pattern::UdpOne => "udp-1-flow",
+            Pattern::UdpMany => "udp-10k-flows",
+            Pattern::UdpNew => "udp-new-flows",
+            Pattern::TcpOne => "tcp-1-flow",
+            Pattern::TcpMany => "tcp-16-flows",
+        }
+    }
+
+    pub fn what(self) -> &'static str {
+        match self {
+            Pattern::UdpOne => "UDP, one flow, 60-byte frames",
+            Pattern::UdpMany => "UDP, 10,000 flows in turn (established after their first packet), 60-byte frames",
+            Pattern::UdpNew => "UDP, a flow never seen before on every packet (a new connection each), 60-byte frames",
+            Pattern::TcpOne => "TCP, one connection streaming (MSS-sized segments; ACKs come back through the balancer)",
+            Pattern::TcpMany => "TCP, 16 connections streaming",
+        }
+    }
+
+    pub fn proto(self) -> u8 {
+        match self {
+            Pattern::UdpOne | Pattern::UdpMany | Pattern::UdpNew => UDP,
+            Pattern::TcpOne | Pattern::TcpMany => TCP,
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        if self.proto() == UDP {
+            "datagrams"
+        } else {
+            "data segments"
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct E2eOpts {
+    pub services: Vec<u32>,
+    pub rounds: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub patterns: Vec<Pattern>,
+    /// Methods to run (`forward`, the baseline, always runs).
+    pub methods: Vec<Method>,
+}
+
+impl Pattern {
+    pub fn from_id(id: &str) -> Option<Pattern> {
+        PATTERNS.iter().copied().find(|p| p.id() == id)
+    }
+}
+
+impl Method {
+    pub fn from_id(id: &str) -> Option<Method> {
+        METHODS.iter().copied().find(|m| m.id() == id)
+    }
+}
+
+const CLIENT: u32 = 0x0a0a_0002;
+
+/// A veth pair with one queue per CPU on each end (a single-queue veth makes every CPU share
+/// one XDP ring, which real multi-queue NICs do not), both ends up.
+fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> BenchResult<()> {
+    let q = super::sys::nproc().to_string();
+    super::sys::cmd(
+        "ip",
+        &[
+            "link",
+            "add",
+            a_dev,
+            "netns",
+            &a.name,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_dev,
+            "netns",
+            &b.name,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+        ],
+    )?;
+    a.ip(&["link", "set", a_dev, "up"]);
+    b.ip(&["link", "set", b_dev, "up"]);
+    Ok(())
+}
+
+fn mac(ns: &Netns, dev: &str) -> BenchResult<[u8; 6]> {
+    let out = ns.ip(&["-o", "link", "show", "dev", dev]);
+    let s = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .ok_or_else(|| format!("no MAC for {dev}: {out}"))?;
+    let mut m = [0u8; 6];
+    for (i, p) in s.split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(p, 16).ctx("MAC")?;
+    }
+    Ok(m)
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// One SNMP counter ("Ip", "ForwDatagrams") of a namespace.
+fn snmp(ns: &Netns, group: &str, field: &str) -> BenchResult<u64> {
+    let text = ns
+        .enter(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
+        .ctx("snmp")?;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{group}:")))
+        .collect();
+    ensure!(lines.len() >= 2, "no {group} in snmp");
+    let names: Vec<&str> = lines[0].split_whitespace().collect();
+    let vals: Vec<&str> = lines[1].split_whitespace().collect();
+    let i = names
+        .iter()
+        .position(|n| *n == field)
+        .ok_or_else(|| format!("no {group} {field}"))?;
+    vals[i].parse().ctx("snmp value")
+}
+
+/// A topology set up for one method, with the table and the receivers in place.
+struct Site {
+    method: Method,
+    services: u32,
+    /// The balancer (XDP methods). Dropped first: detaches while the devices still exist.
+    fp: Option<FastPath>,
+    sinks: Vec<Sink>,
+    client: Netns,
+    lb: Netns,
+    dests: Vec<Netns>,
+    c0_mac: [u8; 6],
+    l0_mac: [u8; 6],
+}
+
+impl Site {
+    fn new(method: Method, proto: u8, services: u32) -> BenchResult<Site> {
+        let t = Instant::now();
+        let tag = format!("b{}{}", method.tag(), if proto == TCP { 't' } else { 'u' });
+        let client = Netns::new(&format!("{tag}c"));
+        let lb = Netns::new(&format!("{tag}l"));
+        let dests = vec![
+            Netns::new(&format!("{tag}1")),
+            Netns::new(&format!("{tag}2")),
+        ];
+        veth(&client, "c0", &lb, "l0")?;
+        client.ip(&["addr", "add", "10.10.0.2/16", "dev", "c0"]);
+        client.ip(&["route", "add", "default", "via", "10.10.0.1"]);
+        lb.ip(&["addr", "add", "10.10.0.1/16", "dev", "l0"]);
+        for (i, d) in dests.iter().enumerate() {
+            let k = i + 1;
+            let l = format!("l{k}");
+            veth(&lb, &l, d, "b0")?;
+            lb.ip(&["addr", "add", &format!("10.11.{k}.1/24"), "dev", &l]);
+            for h in 2..=6 {
+                d.ip(&["addr", "add", &format!("10.11.{k}.{h}/24"), "dev", "b0"]);
+            }
+            d.ip(&["route", "add", "default", "via", &format!("10.11.{k}.1")]);
+        }
+        lb.sysctl("net.ipv4.ip_forward", "1");
+        for dev in ["all", "default", "l0", "l1", "l2"] {
+            lb.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0");
+        }
+        // The same packets for every method: no offloads that batch or defer work.
+        client.exec(
+            "ethtool",
+            &["-K", "c0", "tx", "off", "gso", "off", "gro", "off"],
+        );
+        for dev in ["l0", "l1", "l2"] {
+            lb.exec("ethtool", &["-K", dev, "gro", "off"]);
+        }
+        for d in &dests {
+            d.exec(
+                "ethtool",
+                &["-K", "b0", "tx", "off", "gso", "off", "gro", "off"],
+            );
+        }
+        let c0_mac = mac(&client, "c0")?;
+        let l0_mac = mac(&lb, "l0")?;
+        // Static neighbours: no resolution in the middle of a run.
+        client.ip(&[
+            "neigh",
+            "replace",
+            "10.10.0.1",
+            "lladdr",
+            &fmt_mac(&l0_mac),
+            "dev",
+            "c0",
+            "nud",
+            "permanent",
+        ]);
+        lb.ip(&[
+            "neigh",
+            "replace",
+            "10.10.0.2",
+            "lladdr",
+            &fmt_mac(&c0_mac),
+            "dev",
+            "l0",
+            "nud",
+            "permanent",
+        ]);
+        for (i, d) in dests.iter().enumerate() {
+            let k = i + 1;
+            let l = format!("l{k}");
+            let b0 = mac(d, "b0")?;
+            let lk = mac(&lb, &l)?;
+            for h in 2..=6 {
+                lb.ip(&[
+                    "neigh",
+                    "replace",
+                    &format!("10.11.{k}.{h}"),
+                    "lladdr",
+                    &fmt_mac(&b0),
+                    "dev",
+                    &l,
+                    "nud",
+                    "permanent",
+                ]);
+            }
+            d.ip(&[
+                "neigh",
+                "replace",
+                &format!("10.11.{k}.1"),
+                "lladdr",
+                &fmt_mac(&lk),
+                "dev",
+                "b0",
+                "nud",
+                "permanent",
+            ]);
+        }
+        let mut fp = None;
+        match method {
+            Method::XdpNative | Method::XdpGeneric => {
+                let native = method == Method::XdpNative;
+                let mut f = FastPath::load(FastPathConfig {
+                    fib_redirect: native,
+                    ..Default::default()
+                })
+                .ctx("loading the fast path")?;
+                f.apply(&rules::xvs_changes(services, proto))
+                    .ctx("applying the table")?;
+                let mode = if native {
+                    AttachMode::Native
+                } else {
+                    AttachMode::Generic
+                };
+                lb.enter(|| -> BenchResult<()> {
+                    for dev in ["l0", "l1", "l2"] {
+                        f.attach(dev, mode, native).ctx(&format!("attach {dev}"))?;
+                    }
+                    Ok(())
+                })?;
+                if native {
+                    // A redirect into a veth is delivered only if the peer runs an XDP program.
+                    client
+                        .enter(|| f.attach_pass("c0", AttachMode::Native))
+                        .ctx("attach pass c0")?;
+                    for d in &dests {
+                        d.enter(|| f.attach_pass("b0", AttachMode::Native))
+                            .ctx("attach pass b0")?;
+                    }
+                }
+                fp = Some(f);
+            }
+            Method::Iptables => {
+                cmd_stdin(
+                    "ip",
+                    &["netns", "exec", &lb.name, "iptables-legacy-restore"],
+                    &rules::iptables_script(services, proto),
+                )?;
+            }
+            Method::Nftables => {
+                for s in rules::nft_scripts(services, proto, 500) {
+                    cmd_stdin("ip", &["netns", "exec", &lb.name, "nft", "-f", "-"], &s)?;
+                }
+            }
+            Method::Forward => {}
+        }
+        let sinks = dests
+            .iter()
+            .map(|d| {
+                if proto == TCP {
+                    tcp_sink(d, EPORT)
+                } else {
+                    udp_sink(d, EPORT)
+                }
+            })
+            .collect::<BenchResult<Vec<Sink>>>()?;
+        eprintln!(
+            "  e2e: {} with {services} {} services set up in {:.1} s",
+            method.id(),
+            rules::proto_name(proto),
+            t.elapsed().as_secs_f64()
+        );
+        Ok(Site {
+            method,
+            services,
+            fp,
+            sinks,
+            client,
+            lb,
+            dests,
+            c0_mac,
+            l0_mac,
+        })
+    }
+
+    fn delivered(&self) -> Vec<u64> {
+        self.sinks.iter().map(|s| s.get()).collect()
+    }
+
+    fn paths(&self) -> BenchResult<Option<Vec<u64>>> {
+        match &self.fp {
+            Some(f) => Ok(Some(f.path_stats().ctx("PATH_STATS")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Where the client sends: the endpoints themselves without NAT, else the target VIPs.
+    fn udp_targets(&self) -> Vec<(u32, u16)> {
+        if self.method == Method::Forward {
+            (0..rules::ENDPOINTS)
+                .map(|j| (endpoint(j), EPORT))
+                .collect()
+        } else {
+            rules::targets(self.services)
+                .into_iter()
+                .map(|i| (vip(i), VPORT))
+                .collect()
+        }
+    }
+
+    fn tcp_targets(&self, n: usize) -> Vec<SocketAddrV4> {
+        let t = self.udp_targets();
+        (0..n)
+            .map(|c| {
+                let (a, p) = t[c % t.len()];
+                SocketAddrV4::new(Ipv4Addr::from(a), p)
+            })
+            .collect()
+    }
+}
+
+struct Snap {
+    at: Instant,
+    sent: u64,
+    delivered: Vec<u64>,
+    cpu: CpuSample,
+}
+
+fn sum(v: &[u64]) -> u64 {
+    v.iter().sum()
+}
+
+/// One run of one pattern on one site: warm-up, then the measured window.
+fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchResult<E2eRound> {
+    let paths0 = site.paths()?;
+    let fwd0 = snmp(&site.lb, "Ip", "ForwDatagrams")?;
+    let deliv0 = site.delivered();
+    let rcvbuf0: u64 = if p.proto() == UDP {
+        site.dests
+            .iter()
+            .map(|d| snmp(d, "Udp", "RcvbufErrors"))
+            .sum::<BenchResult<u64>>()?
+    } else {
+        0
+    };
+    let mut gen_errors = 0u64;
+    let (a, b, total_sent, mss) = match p {
+        Pattern::UdpOne | Pattern::UdpMany | Pattern::UdpNew => {
+            let flows = match p {
+                Pattern::UdpOne => UdpFlows::One,
+                Pattern::UdpMany => UdpFlows::Many(UDP_FLOWS),
+                _ => UdpFlows::New,
+            };
+            let g = UdpGen::start(
+                &site.client,
+                UdpSpec {
+                    ifname: "c0".into(),
+                    src_mac: site.c0_mac,
+                    dst_mac: site.l0_mac,
+                    client: CLIENT,
+                    targets: site.udp_targets(),
+                    flows,
+                },
+                seq.clone(),
+            )?;
+            std::thread::sleep(o.warmup);
+            let snap = |g: &UdpGen| Snap {
+                at: Instant::now(),
+                sent: g.sent.load(std::sync::atomic::Ordering::Relaxed),
+                delivered: site.delivered(),
+                cpu: CpuSample::now(),
+            };
+            let a = snap(&g);
+            std::thread::sleep(o.duration);
+            let b = snap(&g);
+            let (sent, errors) = (g.sent.clone(), g.errors.clone());
+            g.stop()?;
+            gen_errors = errors.load(std::sync::atomic::Ordering::Relaxed);
+            (a, b, sent.load(std::sync::atomic::Ordering::Relaxed), 0u32)
+        }
+        Pattern::TcpOne | Pattern::TcpMany => {
+            let n = if p == Pattern::TcpOne { 1 } else { TCP_FLOWS };
+            let s = TcpStreams::start(&site.client, &site.tcp_targets(n))?;
+            std::thread::sleep(o.warmup);
+            let snap = || Snap {
+                at: Instant::now(),
+                sent: 0,
+                delivered: site.delivered(),
+                cpu: CpuSample::now(),
+            };
+            let a = snap();
+            std::thread::sleep(o.duration);
+            let b = snap();
+            let mss = s.mss;
+            s.stop();
+            (a, b, 0, mss)
+        }
+    };
+    // Let in-flight packets land before reading the totals.
+    std::thread::sleep(Duration::from_millis(100));
+    let secs = b.at.duration_since(a.at).as_secs_f64();
+    let per_dest: Vec<u64> = b
+        .delivered
+        .iter()
+        .zip(&a.delivered)
+        .map(|(x, y)| x - y)
+        .collect();
+    let units = |bytes_or_pkts: u64| -> f64 {
+        if p.proto() == TCP {
+            bytes_or_pkts as f64 / mss as f64
+        } else {
+            bytes_or_pkts as f64
+        }
+    };
+    let delivered = units(sum(&per_dest));
+    let cpu = b.cpu.since(&a.cpu);
+    let deliv_total_raw: u64 = sum(&site.delivered()) - sum(&deliv0);
+    let deliv_total = units(deliv_total_raw);
+    let fwd = snmp(&site.lb, "Ip", "ForwDatagrams")? - fwd0;
+    let m = site.method.id();
+    let what = format!("{m} {} ({} services)", p.id(), site.services);
+    ensure!(
+        delivered > 0.0,
+        "{what}: nothing delivered in the window ({} sent in it, {total_sent} in the run, {gen_errors} send errors, {} delivered in the run)",
+        b.sent - a.sent,
+        deliv_total
+    );
+    // Traffic to VIP:80 can only reach the endpoints' :8080 sockets through a DNAT: the
+    // balancer has no route to the VIPs. Many flows must reach both destination namespaces.
+    if p != Pattern::UdpOne && p != Pattern::TcpOne {
+        ensure!(
+            per_dest.iter().all(|d| *d > 0),
+            "{what}: not every destination namespace received traffic: {per_dest:?}"
+        );
+    }
+    let mut checked = vec![format!(
+        "{} {} delivered to the endpoints' sockets on port {EPORT}{}",
+        deliv_total.round(),
+        p.unit(),
+        if site.method == Method::Forward {
+            String::new()
+        } else {
+            format!(" (sent to VIP port {VPORT}: only a DNAT delivers them)")
+        }
+    )];
+    if p.proto() == UDP {
+        ensure!(
+            deliv_total_raw <= total_sent,
+            "{what}: {deliv_total_raw} delivered but {total_sent} sent"
+        );
+    }
+    match (&paths0, site.paths()?) {
+        (Some(p0), Some(p1)) => {
+            let d = |i: u32| p1[i as usize] - p0[i as usize];
+            let balanced = d(path::FWD_NEW) + d(path::FWD_ESTABLISHED);
+            ensure!(
+                balanced as f64 >= deliv_total * 0.99,
+                "{what}: the fast path balanced {balanced} packets but {deliv_total} were delivered"
+            );
+            if p == Pattern::UdpNew {
+                ensure!(
+                    d(path::FWD_NEW) as f64 >= deliv_total * 0.99,
+                    "{what}: only {} new connections for {deliv_total} new flows delivered",
+                    d(path::FWD_NEW)
+                );
+            }
+            if p.proto() == TCP {
+                ensure!(
+                    d(path::REPLY) > 0,
+                    "{what}: no reply went through the fast path"
+                );
+            }
+            let tx = if site.method == Method::XdpNative {
+                path::TX_REDIRECT
+            } else {
+                path::TX_PASS
+            };
+            ensure!(
+                d(tx) as f64 >= deliv_total * 0.99,
+                "{what}: {} packets left by the expected way ({tx}), {deliv_total} delivered",
+                d(tx)
+            );
+            if site.method == Method::XdpNative {
+                ensure!(
+                    (fwd as f64) < 0.01 * deliv_total + 100.0,
+                    "{what}: the kernel forwarded {fwd} packets: native mode should bypass it"
+                );
+            } else {
+                ensure!(
+                    fwd as f64 >= deliv_total * 0.99,
+                    "{what}: the kernel forwarded {fwd} packets, {deliv_total} delivered"
+                );
+            }
+            checked.push(format!(
+                "fast-path counters: {balanced} balanced ({} new), {} replies, {} via {}; kernel forwarded {fwd}",
+                d(path::FWD_NEW),
+                d(path::REPLY),
+                d(tx),
+                if tx == path::TX_REDIRECT { "XDP_REDIRECT" } else { "XDP_PASS to the stack" }
+            ));
+        }
+        _ => {
+            ensure!(
+                fwd as f64 >= deliv_total * 0.99,
+                "{what}: the kernel forwarded {fwd} packets, {deliv_total} delivered"
+            );
+            checked.push(format!("kernel forwarded {fwd} packets"));
+        }
+    }
+    let rcvbuf = if p.proto() == UDP {
+        site.dests
+            .iter()
+            .map(|d| snmp(d, "Udp", "RcvbufErrors"))
+            .sum::<BenchResult<u64>>()?
+            - rcvbuf0
+    } else {
+        0
+    };
+    let sent_w = (b.sent - a.sent) as f64;
+    let pkts = delivered.max(1.0);
+    Ok(E2eRound {
+        pps: delivered / secs,
+        sent_pps: if p.proto() == UDP { sent_w / secs } else { 0.0 },
+        delivered: delivered.round() as u64,
+        seconds: secs,
+        cpu_ns_per_pkt: cpu.pipeline_ns / pkts,
+        busy_ns_per_pkt: cpu.busy_ns / pkts,
+        softirq_ns_per_pkt: cpu.softirq_ns / pkts,
+        cpu_utilisation: cpu.pipeline_ns / (secs * 1e9),
+        per_dest,
+        receiver_drops: rcvbuf,
+        generator_errors: gen_errors,
+        mbit_s: if p.proto() == TCP {
+            delivered * mss as f64 * 8.0 / secs / 1e6
+        } else {
+            0.0
+        },
+        checked: checked.join("; "),
+    })
+}
+
+/// Runs item 2; figures are appended to `out`.
+pub fn run(o: &E2eOpts, out: &mut Vec<E2eFigure>) -> BenchResult<()> {
+    let seq = Arc::new(AtomicU64::new(0));
+    for &n in &o.services {
+        for proto in [UDP, TCP] {
+            let patterns: Vec<Pattern> = o
+                .patterns
+                .iter()
+                .copied()
+                .filter(|p| p.proto() == proto)
+                .collect();
+            if patterns.is_empty() {
+                continue;
+            }
+            let methods: Vec<Method> = METHODS
+                .iter()
+                .copied()
+                .filter(|m| *m == Method::Forward || o.methods.contains(m))
+                .collect();
+            let sites = methods
+                .iter()
+                .map(|m| Site::new(*m, proto, n))
+                .collect::<BenchResult<Vec<Site>>>()?;
+            let mut res: BTreeMap<(Pattern, Method), Vec<E2eRound>> = BTreeMap::new();
+            for r in 0..o.rounds {
+                for &p in &patterns {
+                    for s in &sites {
+                        let x = measure(s, p, o, &seq)?;
+                        eprintln!(
+                            "  e2e round {}: {n} services {:<14} {:<12} {:>7.3} Mpps  {:>6.0} ns/pkt CPU ({:.2} CPUs){}",
+                            r + 1,
+                            p.id(),
+                            s.method.id(),
+                            x.pps / 1e6,
+                            x.cpu_ns_per_pkt,
+                            x.cpu_utilisation,
+                            if x.sent_pps > 0.0 {
+                                format!("  offered {:.3} Mpps", x.sent_pps / 1e6)
+                            } else {
+                                format!("  {:.0} Mbit/s", x.mbit_s)
+                            }
+                        );
+                        res.entry((p, s.method)).or_default().push(x);
+                    }
+                }
+            }
+            for &p in &patterns {
+                let base = &res[&(p, Method::Forward)];
+                let base_pps: Vec<f64> = base.iter().map(|x| x.pps).collect();
+                let base_cpu: Vec<f64> = base.iter().map(|x| x.cpu_ns_per_pkt).collect();
+                for &m in &methods {
+                    let rs = &res[&(p, m)];
+                    let pps: Vec<f64> = rs.iter().map(|x| x.pps).collect();
+                    let cpu: Vec<f64> = rs.iter().map(|x| x.cpu_ns_per_pkt).collect();
+                    let busy: Vec<f64> = rs.iter().map(|x| x.busy_ns_per_pkt).collect();
+                    let soft: Vec<f64> = rs.iter().map(|x| x.softirq_ns_per_pkt).collect();
+                    let deliv_frac: Vec<f64> = rs
+                        .iter()
+                        .filter(|x| x.sent_pps > 0.0)
+                        .map(|x| x.pps / x.sent_pps)
+                        .collect();
+                    out.push(E2eFigure {
+                        method: m.id().into(),
+                        method_what: m.what().into(),
+                        pattern: p.id().into(),
+                        pattern_what: p.what().into(),
+                        unit: p.unit().into(),
+                        services: n,
+                        seconds_per_round: o.duration.as_secs_f64(),
+                        pps: Summary::of(&pps),
+                        baseline: "forward (plain forwarding, no NAT): same pattern, same round"
+                            .into(),
+                        baseline_pps: Summary::of(&base_pps),
+                        pps_ratio: Summary::of(&ratios(&pps, &base_pps)),
+                        cpu_ns_per_pkt: Summary::of(&cpu),
+                        baseline_cpu_ns_per_pkt: Summary::of(&base_cpu),
+                        cpu_ratio: Summary::of(&ratios(&cpu, &base_cpu)),
+                        machine_busy_ns_per_pkt: Summary::of(&busy),
+                        machine_softirq_ns_per_pkt: Summary::of(&soft),
+                        delivered_of_offered: Summary::of(&deliv_frac),
+                        rounds: rs.clone(),
+                    });
+                }
+            }
+            drop(sites);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! `cargo xtask bench [--quick]`: the benchmarks behind BENCHMARKS.md.
+//!
+//! Installs what the comparison needs beyond `setup` (Debian's iptables and nftables: the
+//! kernel has both built in, the user-space tools are packages), then runs the benchmark
+//! binary in release mode from the workspace root:
+//! `cargo run --release -p xvs-tests --bin xvs-bench -- [--quick] --out bench`.
+//! The full run writes BENCHMARKS.md, bench/results.json and bench/*.svg; --quick writes only
+//! under bench/quick/. xtask itself does not depend on lb-user (it must build before
+//! bpf-linker is installed).
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages the comparison runs need.
+const BENCH_PACKAGES: &[&str] = &["iptables", "nftables"];
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let s = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !s.success() {
+        bail!("{cmd:?} failed ({s})");
+    }
+    Ok(())
+}
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = BENCH_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "bench: Debian packages present ({})",
+            BENCH_PACKAGES.join(", ")
+        );
+        return Ok(());
+    }
+    println!("bench: installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+pub fn bench(quick: bool) -> Result<()> {
+    packages()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    // Kernel IPVS against the fast path in the VM first: it writes bench/vm.md, which the
+    // report below takes in as a section.
+    crate::vm::vm_bench(quick)?;
+    let mut args = vec![
+        "run",
+        "--release",
+        "-p",
+        "xvs-tests",
+        "--bin",
+        "xvs-bench",
+        "--",
+    ];
+    if quick {
+        args.push("--quick");
+    }
+    args.extend(["--out", "bench"]);
+    println!("bench: cargo {}", args.join(" "));
+    run(Command::new(env!("CARGO")).args(&args).current_dir(root))?;
+    append_sections(root, quick)
+}
+
+/// The report from xvs-bench covers the BPF programs and end-to-end traffic; the control plane
+/// and the VM comparison write their own sections, added here after it so that every run
+/// regenerates one consistent BENCHMARKS.md.
+fn append_sections(root: &Path, quick: bool) -> Result<()> {
+    let dir = if quick {
+        root.join("bench/quick")
+    } else {
+        root.join("bench")
+    };
+    let report = if quick {
+        dir.join("BENCHMARKS.md")
+    } else {
+        root.join("BENCHMARKS.md")
+    };
+    let mut text = std::fs::read_to_string(&report)
+        .with_context(|| format!("reading {}", report.display()))?;
+    for (file, title) in [
+        ("control.md", "3. Control plane and memory"),
+        ("vm.md", "4. Kernel IPVS in the qemu VM"),
+    ] {
+        let Ok(section) = std::fs::read_to_string(dir.join(file)) else {
+            println!(
+                "bench: no {} (section {title} left out)",
+                dir.join(file).display()
+            );
+            continue;
+        };
+        // The sections' own first heading becomes a numbered one of the report.
+        let body = match section.strip_prefix("## ") {
+            Some(rest) => rest.split_once('\n').map(|(_, b)| b).unwrap_or(""),
+            None => section.as_str(),
+        };
+        text.push_str(&format!("\n## {title}\n{body}"));
+    }
+    std::fs::write(&report, text).with_context(|| format!("writing {}", report.display()))
+}
