@@ -406,13 +406,30 @@ fn cell_e2e(f: &E2eFigure) -> String {
 }
 
 /// Writes BENCHMARKS.md.
+///
+/// Sections 1 and 2 are this benchmark's. `cargo xtask bench` appends the others (3. control
+/// plane, 4. kernel IPVS in the VM) from their own files after this runs; with `keep_tail`
+/// (rewriting the report from saved results, without xtask) the existing report's sections
+/// from "## 3." on are kept as they are.
 pub fn write_markdown(
     r: &Results,
     report: &Path,
     plots_dir_rel: &str,
     plots: &[(String, String)],
+    keep_tail: bool,
 ) -> BenchResult<()> {
     let reading = kept_reading(report);
+    let tail = if keep_tail {
+        let old = std::fs::read_to_string(report).unwrap_or_default();
+        ["\n## 3. ", "\n## 4. ", "\n## 5. "]
+            .iter()
+            .filter_map(|h| old.find(h))
+            .min()
+            .map(|i| old[i..].to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     let m = &r.meta;
     let mut s = String::new();
     s.push_str("# Benchmarks\n\n");
@@ -439,7 +456,10 @@ pub fn write_markdown(
                 to that baseline. Absolute figures move from run to run and machine to machine; the ratios \
                 move much less.\n\n");
     s.push_str("## How to reproduce\n\n```sh\n");
-    s.push_str("cargo xtask bench           # full run (under 30 minutes here): BENCHMARKS.md, bench/results.json, bench/*.svg\n");
+    s.push_str(&format!(
+        "cargo xtask bench           # full run ({:.0} minutes for sections 1 and 2 here): BENCHMARKS.md, bench/results.json, bench/*.svg\n",
+        m.seconds / 60.0
+    ));
     s.push_str("cargo xtask bench --quick   # a few minutes: fewer sizes, rounds and packets; writes bench/quick/ only\n");
     s.push_str("```\n\n");
     s.push_str("Root is needed (BPF programs, XDP, network namespaces). `xtask` installs what is missing \
@@ -647,8 +667,8 @@ pub fn write_markdown(
                 .map(|f| {
                     let offered: Vec<f64> = f.rounds.iter().map(|x| x.sent_pps).collect();
                     format!(
-                        "{} services: {}/s",
-                        thousands(f.services),
+                        "{}: {}/s",
+                        services_label(f.services),
                         fmt_pps(Summary::of(&offered).median)
                     )
                 })
@@ -665,5 +685,6 @@ pub fn write_markdown(
             s.push_str(&format!("![{caption}]({plots_dir_rel}/{file})\n\n"));
         }
     }
+    s.push_str(&tail);
     std::fs::write(report, s).ctx("writing the report")
 }

@@ -165,7 +165,7 @@ fn main() {
                 );
                 std::process::exit(1)
             });
-        write_outputs(&r, &dir, &report_path);
+        write_outputs(&r, &dir, &report_path, true);
         return;
     }
     let micro_opts = if a.quick {
@@ -298,7 +298,7 @@ fn main() {
         micro: micro_figs,
         e2e: e2e_figs,
     };
-    write_outputs(&r, &dir, &report_path);
+    write_outputs(&r, &dir, &report_path, false);
     eprintln!(
         "xvs-bench: done in {:.1} min: {}, {}",
         r.meta.seconds / 60.0,
@@ -307,12 +307,12 @@ fn main() {
     );
 }
 
-fn write_outputs(r: &Results, dir: &Path, report_path: &Path) {
+fn write_outputs(r: &Results, dir: &Path, report_path: &Path, keep_tail: bool) {
     let write = || -> Result<(), String> {
         report::write_json(r, dir)?;
         let plots = report::write_plots(r, dir)?;
         let rel = relative(dir, report_path.parent().unwrap_or(Path::new(".")));
-        report::write_markdown(r, report_path, &rel, &plots)
+        report::write_markdown(r, report_path, &rel, &plots, keep_tail)
     };
     if let Err(e) = write() {
         eprintln!("xvs-bench: writing results failed: {e}");
