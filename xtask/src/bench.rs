@@ -60,6 +60,23 @@ pub fn bench(quick: bool) -> Result<()> {
     // Kernel IPVS against the fast path in the VM first: it writes bench/vm.md, which the
     // report below takes in as a section.
     crate::vm::vm_bench(quick)?;
+    // The control plane and memory: writes control.md beside vm.md.
+    let out = if quick { "bench/quick" } else { "bench" };
+    let mut ctl = vec![
+        "run",
+        "--release",
+        "-p",
+        "xvs-tests",
+        "--bin",
+        "xvs-bench-control",
+        "--",
+    ];
+    if quick {
+        ctl.push("--quick");
+    }
+    ctl.extend(["--out", out]);
+    println!("bench: cargo {}", ctl.join(" "));
+    run(Command::new(env!("CARGO")).args(&ctl).current_dir(root))?;
     let mut args = vec![
         "run",
         "--release",
