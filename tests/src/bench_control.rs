@@ -1038,6 +1038,13 @@ pub struct LoadRound {
     /// In process: parsing the rules file, and Node::apply, seconds.
     pub parse_s: f64,
     pub apply_s: f64,
+    /// In process: the live heap the loaded Node holds (table, engine state), and after its
+    /// estimator ticks (rate estimators created), KiB: the daemon's own memory without the
+    /// allocator's retained free space that VmRSS also counts.
+    #[serde(default)]
+    pub heap_loaded_kib: u64,
+    #[serde(default)]
+    pub heap_ticked_kib: u64,
     /// nft: transactions (`nft -f` runs) the load took.
     pub invocations: usize,
     /// iptables: the nat table's entries and rule-blob bytes as the kernel reports them.
@@ -1305,6 +1312,7 @@ pub fn inproc_round(
         Mode::Own,
     );
     let mut r = LoadRound::default();
+    let heap0 = crate::live_heap();
     let c0 = thread_cpu();
     let t0 = Instant::now();
     let ops = lb_user::ipvsadm::parse_restore(rules).map_err(|e| e.to_string())?;
@@ -1314,6 +1322,8 @@ pub fn inproc_round(
     r.apply_s = t1.elapsed().as_secs_f64();
     r.wall_s = t0.elapsed().as_secs_f64();
     r.cpu_s = thread_cpu() - c0;
+    drop(ops);
+    r.heap_loaded_kib = (crate::live_heap().saturating_sub(heap0) / 1024) as u64;
     let check = |node: &Node| -> Res<()> {
         let s = node.table().services();
         ensure!(
@@ -1347,6 +1357,9 @@ pub fn inproc_round(
         let c = thread_cpu();
         node.tick();
         tick_s.push((t.elapsed().as_secs_f64(), thread_cpu() - c));
+    }
+    if ticks > 0 {
+        r.heap_ticked_kib = (crate::live_heap().saturating_sub(heap0) / 1024) as u64;
     }
     let mut series = None;
     if let Some(o) = changes {

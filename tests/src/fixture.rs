@@ -28,8 +28,12 @@ pub fn small_config(fib_redirect: bool) -> FastPathConfig {
 
 impl Lb {
     pub fn new(fib_redirect: bool) -> Lb {
+        Lb::with_config(small_config(fib_redirect))
+    }
+
+    pub fn with_config(config: FastPathConfig) -> Lb {
         Lb {
-            fp: FastPath::load(small_config(fib_redirect)).expect("load fast path"),
+            fp: FastPath::load(config).expect("load fast path"),
             table: Table::new(),
         }
     }

@@ -339,6 +339,59 @@ fn counters_and_connection_states_follow_the_kernel() {
     assert_eq!(total, Default::default());
 }
 
+/// The estimator and `ipvsadm -L --stats` read every destination's counters in batches of 4096
+/// (BPF_MAP_LOOKUP_BATCH): the batched figures must be the per-entry ones, across batches.
+#[test]
+fn batched_counters_match_per_entry_reads_across_batches() {
+    // 450 services x 10 destinations: ids 0..4500 span two batches.
+    const SERVICES: u32 = 450;
+    let mut lb = Lb::with_config(lb_user::fastpath::FastPathConfig {
+        max_dests: 8192,
+        ..xvs_tests::fixture::small_config(false)
+    });
+    let key = |s: u32| {
+        ServiceKey::tcp(
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 8, 0)) + s),
+            80,
+        )
+    };
+    for s in 0..SERVICES {
+        lb.service(key(s), ServiceConfig::with_scheduler("rr"));
+        for d in 0..10 {
+            let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 0)) + s * 10 + d);
+            lb.add(&key(s), &a.to_string(), 8080, 1);
+        }
+    }
+    // rr: one SYN per destination of every service, and 3 more to the last service.
+    let mut port = 1024u16;
+    for s in 0..SERVICES {
+        let n = if s == SERVICES - 1 { 13 } else { 10 };
+        let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 8, 0)) + s).to_string();
+        for _ in 0..n {
+            lb.run(&Pkt::tcp(("10.9.0.2", port), (vip.as_str(), 80), SYN).build());
+            port += 1;
+        }
+    }
+    let all = lb.fp.dest_counters().unwrap();
+    for s in 0..SERVICES {
+        let r = lb.fp.engine().reading(&key(s), &all).unwrap();
+        let batched = (
+            r.total,
+            r.dests
+                .iter()
+                .map(|d| (d.dest, d.counters))
+                .collect::<Vec<_>>(),
+        );
+        let single = lb.fp.counters(&key(s)).unwrap().unwrap();
+        assert_eq!(batched, single, "service {s}");
+        let conns: Vec<u64> = batched.1.iter().map(|(_, c)| c.conns).collect();
+        let want: Vec<u64> = (0..10)
+            .map(|d| if s == SERVICES - 1 && d < 3 { 2 } else { 1 })
+            .collect();
+        assert_eq!(conns, want, "service {s}");
+    }
+}
+
 #[test]
 fn time_wait_connection_is_rescheduled_by_a_new_syn() {
     let mut lb = Lb::new(false);

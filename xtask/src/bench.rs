@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: the benchmarks behind BENCHMARKS.md.
+//! `cargo xtask bench [--quick] [--control-only]`: the benchmarks behind BENCHMARKS.md.
 //!
 //! Installs what the comparison needs beyond `setup` (Debian's iptables and nftables: the
 //! kernel has both built in, the user-space tools are packages), then runs the benchmark
@@ -52,14 +52,16 @@ fn packages() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-pub fn bench(quick: bool) -> Result<()> {
+pub fn bench(quick: bool, control_only: bool) -> Result<()> {
     packages()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
     // Kernel IPVS against the fast path in the VM first: it writes bench/vm.md, which the
     // report below takes in as a section.
-    crate::vm::vm_bench(quick)?;
+    if !control_only {
+        crate::vm::vm_bench(quick)?;
+    }
     // The control plane and memory: writes control.md beside vm.md.
     let out = if quick { "bench/quick" } else { "bench" };
     let mut ctl = vec![
@@ -77,6 +79,9 @@ pub fn bench(quick: bool) -> Result<()> {
     ctl.extend(["--out", out]);
     println!("bench: cargo {}", ctl.join(" "));
     run(Command::new(env!("CARGO")).args(&ctl).current_dir(root))?;
+    if control_only {
+        return append_sections(root, quick);
+    }
     let mut args = vec![
         "run",
         "--release",
@@ -111,6 +116,14 @@ fn append_sections(root: &Path, quick: bool) -> Result<()> {
     };
     let mut text = std::fs::read_to_string(&report)
         .with_context(|| format!("reading {}", report.display()))?;
+    // Sections appended by an earlier run are replaced, not repeated.
+    if let Some(i) = ["\n## 3. ", "\n## 4. "]
+        .iter()
+        .filter_map(|h| text.find(h))
+        .min()
+    {
+        text.truncate(i + 1);
+    }
     for (file, title) in [
         ("control.md", "3. Control plane and memory"),
         ("vm.md", "4. Kernel IPVS in the qemu VM"),

@@ -35,6 +35,10 @@ enum Task {
     Bench {
         #[arg(long)]
         quick: bool,
+        /// Run only the control-plane benchmark (section 3) and rewrite its section of the
+        /// report; the other sections keep their last results.
+        #[arg(long)]
+        control_only: bool,
     },
 }
 
@@ -80,9 +84,12 @@ fn main() -> Result<()> {
             })
         }
         Task::VmTest(args) => vm::vm_test(args),
-        Task::Bench { quick } => {
+        Task::Bench {
+            quick,
+            control_only,
+        } => {
             setup::setup()?;
-            bench::bench(quick)
+            bench::bench(quick, control_only)
         }
     }
 }

@@ -32,9 +32,20 @@ impl Estimator {
         }
     }
 
-    /// One 2-second tick.
+    /// One 2-second tick. Counters that went backwards were zeroed under the estimator: it
+    /// starts over from them rather than fold a negative rate.
     pub fn tick(&mut self, now: Counters) {
-        let d = |n: u64, l: u64| n.wrapping_sub(l) as i64;
+        let l = &self.last;
+        if now.conns < l.conns
+            || now.inpkts < l.inpkts
+            || now.outpkts < l.outpkts
+            || now.inbytes < l.inbytes
+            || now.outbytes < l.outbytes
+        {
+            *self = Estimator::new(now);
+            return;
+        }
+        let d = |n: u64, l: u64| (n - l) as i64;
         // Per second, scaled: packets and connections by 2^10 (<< 9 over 2 s), bytes by 2^5.
         fold(&mut self.cps, d(now.conns, self.last.conns) << 9);
         fold(&mut self.inpps, d(now.inpkts, self.last.inpkts) << 9);
@@ -84,5 +95,14 @@ mod tests {
         // One tick after traffic stops the average has moved a quarter of the way down.
         e.tick(c);
         assert_eq!(e.stats(c).cps, 75);
+        // Zeroed counters start the estimator over: no negative rate is folded in.
+        e.tick(Counters::default());
+        assert_eq!(e.stats(Counters::default()).cps, 0);
+        let mut c = Counters::default();
+        for _ in 0..100 {
+            c.conns += 20;
+            e.tick(c);
+        }
+        assert_eq!(e.stats(c).cps, 10);
     }
 }

@@ -108,6 +108,11 @@ impl IdAlloc {
         self.free.push_back(id);
     }
 
+    /// One past the highest id ever handed out: every live id is below it.
+    pub fn high_water(&self) -> u32 {
+        self.next
+    }
+
     /// Marks an id as used (adoption).
     pub fn reserve(&mut self, id: u32) {
         while self.next <= id && self.next < self.max {

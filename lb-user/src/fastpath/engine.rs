@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -108,6 +109,10 @@ struct DestEntry {
     dest: Destination,
     /// DESTS index; None until the commit phase allocates it.
     id: Option<u32>,
+    /// That id's generation when this destination took it (0 in states saved before it was
+    /// recorded: consistent for as long as the id is not reused).
+    #[serde(default)]
+    gen: u32,
 }
 
 /// One service as mirrored in the maps.
@@ -171,6 +176,14 @@ pub struct Counters {
 }
 
 impl Counters {
+    fn sum(&mut self, c: &Counters) {
+        self.conns += c.conns;
+        self.inpkts += c.inpkts;
+        self.outpkts += c.outpkts;
+        self.inbytes += c.inbytes;
+        self.outbytes += c.outbytes;
+    }
+
     fn add(&mut self, s: &DestStats) {
         self.conns += s.conns;
         self.inpkts += s.inpkts;
@@ -178,6 +191,63 @@ impl Counters {
         self.inbytes += s.inbytes;
         self.outbytes += s.outbytes;
     }
+}
+
+/// Every destination's counters at one moment, indexed by destination id.
+#[derive(Clone, Debug, Default)]
+pub struct DestCounters {
+    counts: Vec<Counters>,
+    /// The engine's id reuse count when the reading was taken (`Engine::is_current`).
+    id_reuses: u64,
+}
+
+/// A pending reading of every destination's counters: a duplicate of the stats map's fd, so
+/// it can run without the engine (and the daemon's lock).
+pub struct DestStatsRead {
+    fd: std::os::fd::OwnedFd,
+    n: u32,
+    ncpus: usize,
+    id_reuses: u64,
+}
+
+impl DestStatsRead {
+    pub fn read(self) -> Result<DestCounters, FastPathError> {
+        let mut counts = vec![Counters::default(); self.n as usize];
+        super::batch::read_percpu_array::<DestStats>(
+            self.fd.as_fd(),
+            self.n,
+            self.ncpus,
+            |id, per| {
+                let c = &mut counts[id as usize];
+                for s in per {
+                    c.add(s);
+                }
+            },
+        )
+        .map_err(|e| FastPathError::Map(format!("DEST_STATS: batch read: {e}")))?;
+        Ok(DestCounters {
+            counts,
+            id_reuses: self.id_reuses,
+        })
+    }
+}
+
+/// One live destination in a reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DestReading {
+    pub dest: (IpAddr, u16),
+    /// Its DESTS id and the id's generation: together they name this destination only.
+    pub id: u32,
+    pub gen: u32,
+    pub counters: Counters,
+}
+
+/// A service's counters in a reading: totals (deleted destinations included, as IPVS keeps
+/// them) and each live destination in list order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceReading {
+    pub total: Counters,
+    pub dests: Vec<DestReading>,
 }
 
 /// A service's total counters and those of each live destination, in list order.
@@ -204,6 +274,10 @@ pub struct Engine {
     dest_ids: IdAlloc,
     /// Generation of each destination id (bumped on reuse).
     dest_gen: StdHashMap<u32, u32>,
+    /// How many times a freed destination id was handed out again: a counter reading taken
+    /// before the latest reuse may name the wrong destination (see `DestCounters`).
+    #[serde(default)]
+    id_reuses: u64,
     regions: RegionAlloc,
     /// Regions waiting out RETIRE_GRACE. Not saved: a stopping daemon frees them first.
     #[serde(skip)]
@@ -246,6 +320,7 @@ impl Engine {
             limits,
             services: BTreeMap::new(),
             dest_gen: StdHashMap::new(),
+            id_reuses: 0,
             retiring: Vec::new(),
             backends: StdHashMap::new(),
         }
@@ -444,6 +519,7 @@ impl Engine {
                     DestEntry {
                         dest: d.clone(),
                         id: None,
+                        gen: 0,
                     },
                 );
                 st.sched.on_change(&before, &st.sched_list());
@@ -487,11 +563,16 @@ impl Engine {
         // New destinations: ids, DESTS entries and zeroed counters, before any table names them.
         for e in st.dests.iter_mut().filter(|e| e.id.is_none()) {
             let id = self.dest_ids.alloc().expect("capacity checked");
+            let reuses = &mut self.id_reuses;
             let gen = self
                 .dest_gen
                 .entry(id)
-                .and_modify(|g| *g = g.wrapping_add(1))
+                .and_modify(|g| {
+                    *g = g.wrapping_add(1);
+                    *reuses += 1;
+                })
                 .or_insert(1);
+            e.gen = *gen;
             let v = DestValue {
                 addr: u32::from(v4(&e.dest.addr)).to_be(),
                 port: e.dest.port.to_be(),
@@ -646,7 +727,8 @@ impl Engine {
     }
 
     /// Counters of a service (its live destinations plus those deleted) and of each live
-    /// destination, in list order.
+    /// destination, in list order. One syscall per destination: for one service. For all of
+    /// them, read `dest_counters` once and use `reading`.
     pub fn counters(
         &self,
         ebpf: &Ebpf,
@@ -657,20 +739,74 @@ impl Engine {
         };
         let mut total = Counters::default();
         total.add(&st.retired);
-        let mut per = Vec::new();
+        let mut per = Vec::with_capacity(st.dests.len());
         for e in &st.dests {
             let mut c = Counters::default();
             if let Some(id) = e.id {
                 c.add(&read_dest_stats(ebpf, id)?);
             }
-            total.conns += c.conns;
-            total.inpkts += c.inpkts;
-            total.outpkts += c.outpkts;
-            total.inbytes += c.inbytes;
-            total.outbytes += c.outbytes;
+            total.sum(&c);
             per.push((e.dest.id(), c));
         }
         Ok(Some((total, per)))
+    }
+
+    /// What reading every destination's counters needs, taken under the caller's lock; the
+    /// reading itself (`DestStatsRead::read`) can then run without it.
+    pub fn dest_stats_read(&self, ebpf: &Ebpf) -> Result<DestStatsRead, FastPathError> {
+        let ncpus = nr_cpus().map_err(|(_, e)| FastPathError::Map(format!("nr_cpus: {e}")))?;
+        let m = ebpf
+            .map(names::DEST_STATS)
+            .ok_or_else(|| FastPathError::Map("DEST_STATS missing from the object".into()))?;
+        let aya::maps::Map::PerCpuArray(data) = m else {
+            return Err(FastPathError::Map(
+                "DEST_STATS is not a per-CPU array".into(),
+            ));
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| FastPathError::Map(format!("DEST_STATS: dup: {e}")))?;
+        Ok(DestStatsRead {
+            fd,
+            n: self.dest_ids.high_water(),
+            ncpus,
+            id_reuses: self.id_reuses,
+        })
+    }
+
+    /// Every destination's counters, read in batches: the daemon's estimator and
+    /// `ipvsadm -L --stats` need all of them at once.
+    pub fn dest_counters(&self, ebpf: &Ebpf) -> Result<DestCounters, FastPathError> {
+        self.dest_stats_read(ebpf)?.read()
+    }
+
+    /// Whether a reading still names the destinations the engine has now (no id was reused
+    /// since it was taken; ids allocated since are new and read as zero).
+    pub fn is_current(&self, all: &DestCounters) -> bool {
+        all.id_reuses == self.id_reuses
+    }
+
+    /// A service's counters from a reading, with each destination's id (None: not a fast-path
+    /// service).
+    pub fn reading(&self, key: &ServiceKey, all: &DestCounters) -> Option<ServiceReading> {
+        let st = self.services.get(key)?;
+        let mut total = Counters::default();
+        total.add(&st.retired);
+        let mut dests = Vec::with_capacity(st.dests.len());
+        for e in &st.dests {
+            let Some(id) = e.id else { continue };
+            let c = all.counts.get(id as usize).copied().unwrap_or_default();
+            total.sum(&c);
+            dests.push(DestReading {
+                dest: e.dest.id(),
+                id,
+                gen: e.gen,
+                counters: c,
+            });
+        }
+        Some(ServiceReading { total, dests })
     }
 
     /// Zeroes the counters of one service or of all (ipvsadm -Z).

@@ -2,6 +2,7 @@
 //! programs, mirror the table into the maps (engine.rs), read counters and connections back.
 
 pub mod alloc;
+mod batch;
 pub mod conns;
 pub mod engine;
 pub mod links;
@@ -13,7 +14,10 @@ use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{map_names as names, Config, CFG_F_FIB_REDIRECT, N_TIMEOUTS, UDP_STATE};
 
-pub use engine::{unsupported_reason, Counters, Engine, Limits, ServiceCounters};
+pub use engine::{
+    unsupported_reason, Counters, DestCounters, DestReading, DestStatsRead, Engine, Limits,
+    ServiceCounters, ServiceReading,
+};
 
 use crate::model::Change;
 
@@ -239,6 +243,16 @@ impl FastPath {
         key: &crate::model::ServiceKey,
     ) -> Result<Option<ServiceCounters>, FastPathError> {
         self.engine.counters(&self.ebpf, key)
+    }
+
+    /// Every destination's counters, read in batches (see `Engine::dest_counters`).
+    pub fn dest_counters(&self) -> Result<DestCounters, FastPathError> {
+        self.engine.dest_counters(&self.ebpf)
+    }
+
+    /// See `Engine::dest_stats_read`: the reading's setup, to run it outside a lock.
+    pub fn dest_stats_read(&self) -> Result<DestStatsRead, FastPathError> {
+        self.engine.dest_stats_read(&self.ebpf)
     }
 
     pub fn zero(&mut self, key: Option<&crate::model::ServiceKey>) -> Result<(), FastPathError> {
