@@ -418,7 +418,7 @@ pub fn run_timed(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> R
     let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
-    let (out, err, status, ru) = std::thread::scope(|sc| {
+    let (out, err, status, ru, wall) = std::thread::scope(|sc| {
         let watchdog = {
             let done = done.clone();
             let killed = killed.clone();
@@ -430,7 +430,8 @@ pub fn run_timed(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> R
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                         return;
                     }
-                    std::thread::sleep(Duration::from_millis(20));
+                    // Woken by unpark as soon as the child is reaped.
+                    std::thread::park_timeout(Duration::from_millis(20));
                 }
             })
         };
@@ -459,15 +460,17 @@ pub fn run_timed(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> R
                 break;
             }
         }
+        // The command's time ends when it is reaped, not when the helper threads are joined.
+        let wall = t0.elapsed().as_secs_f64();
         done.store(true, Ordering::SeqCst);
+        watchdog.thread().unpark();
         if let Some(w) = writer {
             let _ = w.join();
         }
         let err = err_reader.join().unwrap_or_default();
         let _ = watchdog.join();
-        (out, err, status, ru)
+        (out, err, status, ru, wall)
     });
-    let wall = t0.elapsed().as_secs_f64();
     // Reaped above: keep the std handle from waiting on a pid that is no longer ours.
     std::mem::forget(child);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
