@@ -40,12 +40,11 @@
 //! forwarding; every answer came from the address asked and names a backend; rr spread the
 //! connections evenly; no connection failed.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lb_common::path;
@@ -54,10 +53,9 @@ use lb_user::ipvs_nl::IpvsClient;
 use lb_user::model::{Destination, Op, Protocol, ServiceConfig, ServiceKey, Table};
 use serde_json::{json, Value};
 
-const IP: &str = "/sbin/ip"; // busybox's shell would prefer its own `ip` applet
-const KVIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const FVIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
+mod common;
+use common::vmnet::{backend, BalancerNet, Ns, CLIENT, FVIP, IP, KVIP};
+
 /// Extra client addresses 10.10.0.10..=10.10.0.49: [`ADDRS_PER_PATH`] for each path.
 const EXTRA: (u8, u8) = (10, 49);
 /// Each path sends from its own client addresses, so that no two paths share a 4-tuple as
@@ -81,72 +79,11 @@ fn say(s: &str) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Namespaces and network (as in vm_sched_equivalence)
+// Namespaces and network (common/vmnet.rs, shared with vm_sched_equivalence)
 
-fn ip_batch(ns: Option<&str>, cmds: &str) {
-    let mut c = Command::new(IP);
-    if let Some(n) = ns {
-        c.args(["-n", n]);
-    }
-    let mut child = c
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("/sbin/ip");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cmds.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {ns:?} -batch failed: {}\n{cmds}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Ns(String);
+type Net = BalancerNet;
 
 impl Ns {
-    fn batch(&self, cmds: &str) {
-        ip_batch(Some(&self.0), &format!("link set lo up\n{cmds}"));
-    }
-
-    /// Runs `f` with this thread in the namespace.
-    fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
-        struct Back(File);
-        impl Drop for Back {
-            fn drop(&mut self) {
-                unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNET) };
-            }
-        }
-        let _back = Back(File::open("/proc/thread-self/ns/net").unwrap());
-        self.join();
-        f()
-    }
-
-    /// Moves this thread into the namespace for good (threads spawned for it).
-    fn join(&self) {
-        let target = File::open(format!("/run/netns/{}", self.0)).unwrap();
-        assert_eq!(
-            unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns {}",
-            self.0
-        );
-    }
-
-    fn sysctl(&self, path: &str, value: &str) {
-        self.enter(|| {
-            std::fs::write(format!("/proc/sys/{path}"), value)
-                .unwrap_or_else(|e| panic!("sysctl {path}={value} in {}: {e}", self.0))
-        });
-    }
-
     /// One field of /proc/net/snmp (e.g. "Ip", "ForwDatagrams").
     fn snmp(&self, group: &str, field: &str) -> u64 {
         let text = self.enter(|| std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap());
@@ -162,96 +99,9 @@ impl Ns {
     }
 }
 
-/// `ethtool -K dev tx off` (no ethtool in the initramfs): full checksums on the wire, as a
-/// real NIC sends them (the XDP program updates checksums incrementally).
-fn tx_csum_off(dev: &str) {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        data: *mut EthtoolValue,
-        _pad: [u8; 16],
-    }
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    let mut v = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
-    };
-    let mut r = IfReq {
-        name: [0; 16],
-        data: &mut v,
-        _pad: [0; 16],
-    };
-    r.name[..dev.len()].copy_from_slice(dev.as_bytes());
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut r);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        assert_eq!(rc, 0, "ETHTOOL_STXCSUM {dev}: {err}");
-    }
-}
-
-struct Net {
-    client: Ns,
-    lb: Ns,
-    backends: Vec<Ns>,
-}
-
-impl Net {
-    fn all(&self) -> impl Iterator<Item = &Ns> {
-        [&self.client, &self.lb].into_iter().chain(&self.backends)
-    }
-
-    fn build() -> Net {
-        let ns = |tag: &str| Ns(format!("xvsb{tag}-{}", std::process::id()));
-        let net = Net {
-            client: ns("c"),
-            lb: ns("l"),
-            backends: (1..=3).map(|k| ns(&format!("b{k}"))).collect(),
-        };
-        let add: String = net.all().map(|n| format!("netns add {}\n", n.0)).collect();
-        ip_batch(None, &add);
-        let (c, l) = (&net.client.0, &net.lb.0);
-        let mut links = format!("link add c0 netns {c} type veth peer name l0 netns {l}\n");
-        for (i, b) in net.backends.iter().enumerate() {
-            links += &format!(
-                "link add l{} netns {l} type veth peer name b0 netns {}\n",
-                i + 1,
-                b.0
-            );
-        }
-        ip_batch(None, &links);
-        let mut cmds = format!("addr add {CLIENT}/24 dev c0\n");
-        for i in EXTRA.0..=EXTRA.1 {
-            cmds += &format!("addr add 10.10.0.{i}/24 dev c0\n");
-        }
-        net.client.batch(&format!(
-            "{cmds}link set c0 up\nroute add default via 10.10.0.1\n"
-        ));
-        let mut cmds = "addr add 10.10.0.1/24 dev l0\nlink set l0 up\n".to_string();
-        for k in 1..=3 {
-            cmds += &format!("addr add 10.11.{k}.1/24 dev l{k}\nlink set l{k} up\n");
-        }
-        cmds += &format!(
-            "link add vip0 type dummy\naddr add {KVIP}/32 dev vip0\naddr add {FVIP}/32 dev vip0\n\
-             link set vip0 up\n"
-        );
-        net.lb.batch(&cmds);
-        for (i, b) in net.backends.iter().enumerate() {
-            let k = i + 1;
-            b.batch(&format!(
-                "addr add 10.11.{k}.2/24 dev b0\nlink set b0 up\nroute add default via 10.11.{k}.1\n"
-            ));
-            b.enter(|| tx_csum_off("b0"));
-            serve(b, k);
-        }
-        net.client.enter(|| tx_csum_off("c0"));
-        net.lb.sysctl("net/ipv4/ip_forward", "1");
+impl BalancerNet {
+    fn for_bench() -> Net {
+        let net = BalancerNet::build("xvsb", EXTRA, serve);
         // Tens of thousands of client connections in TIME_WAIT over a run: room for them.
         net.client
             .sysctl("net/ipv4/ip_local_port_range", "10000 65000");
@@ -268,7 +118,7 @@ impl Net {
     /// never connect through the fast path (seen here).
     fn static_neighbours(&self) {
         let mut lb = String::new();
-        let c0 = mac(&self.client, "c0");
+        let c0 = self.client.mac("c0");
         for a in
             std::iter::once(CLIENT).chain((EXTRA.0..=EXTRA.1).map(|i| Ipv4Addr::new(10, 10, 0, i)))
         {
@@ -276,50 +126,21 @@ impl Net {
         }
         self.client.batch(&format!(
             "neigh replace 10.10.0.1 lladdr {} dev c0 nud permanent\n",
-            mac(&self.lb, "l0")
+            self.lb.mac("l0")
         ));
         for (i, b) in self.backends.iter().enumerate() {
             let k = i + 1;
             lb += &format!(
                 "neigh replace {} lladdr {} dev l{k} nud permanent\n",
                 backend(k),
-                mac(b, "b0")
+                b.mac("b0")
             );
             b.batch(&format!(
                 "neigh replace 10.11.{k}.1 lladdr {} dev b0 nud permanent\n",
-                mac(&self.lb, &format!("l{k}"))
+                self.lb.mac(&format!("l{k}"))
             ));
         }
         self.lb.batch(&lb);
-    }
-}
-
-/// The MAC address of `dev` in `ns`.
-fn mac(ns: &Ns, dev: &str) -> String {
-    let out = Command::new(IP)
-        .args(["-n", &ns.0, "-o", "link", "show", "dev", dev])
-        .output()
-        .unwrap();
-    let s = String::from_utf8_lossy(&out.stdout);
-    let mut w = s.split_whitespace();
-    w.find(|&x| x == "link/ether")
-        .and_then(|_| w.next())
-        .unwrap_or_else(|| panic!("no MAC address for {dev} in {}: {s}", ns.0))
-        .to_string()
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let del: String = self.all().map(|n| format!("netns del {}\n", n.0)).collect();
-        let _ = Command::new(IP)
-            .args(["-force", "-batch", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .and_then(|mut c| {
-                c.stdin.take().unwrap().write_all(del.as_bytes())?;
-                c.wait()
-            });
     }
 }
 
@@ -517,10 +338,6 @@ impl Work {
             port: self.vport(),
         }
     }
-}
-
-fn backend(k: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 11, k as u8, 2)
 }
 
 /// The table of one VIP (the same on both): every workload's service, rr over the backends.
@@ -1300,7 +1117,7 @@ fn vm_bench() {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let net = Net::build();
+    let net = Net::for_bench();
     say(&format!(
         "vm-bench: kernel {kernel}, {cpus} vCPU, {rounds} rounds x {secs} s per case; network \
          up in {:.1} s",

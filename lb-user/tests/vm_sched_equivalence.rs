@@ -18,179 +18,34 @@
 //! carries scheduler state or connections from one case into the next, and every series ends
 //! with the backends idle (see [`Net::quiesce`]) before the table changes.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lb_user::fastpath::{AttachMode, FastPath, FastPathConfig};
 use lb_user::ipvs_nl::IpvsClient;
 use lb_user::model::{Destination, Op, Protocol, ServiceConfig, ServiceFlags, ServiceKey, Table};
 
-const IP: &str = "/sbin/ip"; // busybox's shell would prefer its own `ip` applet
-const KVIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const FVIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+mod common;
+use common::vmnet::{BalancerNet, Ns, CLIENT, FVIP, KVIP};
+
 const RPORT: u16 = 8080;
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
 /// Extra client addresses 10.10.0.10..=10.10.0.41 (sh).
 const EXTRA: (u8, u8) = (10, 41);
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
 // ---------------------------------------------------------------------------------------
-// Namespaces, network, servers, clients
+// Namespaces and network (common/vmnet.rs, shared with vm_bench), servers, clients
 
-fn ip_batch(ns: Option<&str>, cmds: &str) {
-    let mut c = Command::new(IP);
-    if let Some(n) = ns {
-        c.args(["-n", n]);
-    }
-    let mut child = c
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("/sbin/ip");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cmds.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {ns:?} -batch failed: {}\n{cmds}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+type Net = BalancerNet;
 
-/// A network namespace (made and deleted by [`Net`]).
-struct Ns(String);
-
-impl Ns {
-    fn batch(&self, cmds: &str) {
-        ip_batch(Some(&self.0), &format!("link set lo up\n{cmds}"));
-    }
-
-    /// Runs `f` with this thread in the namespace (sockets made there stay there).
-    fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
-        struct Back(File);
-        impl Drop for Back {
-            fn drop(&mut self) {
-                unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNET) };
-            }
-        }
-        let _back = Back(File::open("/proc/thread-self/ns/net").unwrap());
-        let target = File::open(format!("/run/netns/{}", self.0)).unwrap();
-        assert_eq!(
-            unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns {}",
-            self.0
-        );
-        f()
-    }
-}
-
-/// `ethtool -K dev tx off` (the initramfs has no ethtool): full checksums on the wire, as a
-/// real NIC sends them, so the XDP program's incremental updates are checked by the receivers.
-fn tx_csum_off(dev: &str) {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        data: *mut EthtoolValue,
-        _pad: [u8; 16],
-    }
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    let mut v = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
-    };
-    let mut r = IfReq {
-        name: [0; 16],
-        data: &mut v,
-        _pad: [0; 16],
-    };
-    r.name[..dev.len()].copy_from_slice(dev.as_bytes());
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut r);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        assert_eq!(rc, 0, "ETHTOOL_STXCSUM {dev}: {err}");
-    }
-}
-
-struct Net {
-    client: Ns,
-    lb: Ns,
-    backends: Vec<Ns>,
-}
-
-impl Net {
-    fn all(&self) -> impl Iterator<Item = &Ns> {
-        [&self.client, &self.lb].into_iter().chain(&self.backends)
-    }
-
-    /// Namespaces `xvsq<tag>-<pid>` (one `ip` run for all: each costs ~0.2 s under TCG).
-    fn build() -> Net {
-        let ns = |tag: &str| Ns(format!("xvsq{tag}-{}", std::process::id()));
-        let net = Net {
-            client: ns("c"),
-            lb: ns("l"),
-            backends: (1..=3).map(|k| ns(&format!("b{k}"))).collect(),
-        };
-        let add: String = net.all().map(|n| format!("netns add {}\n", n.0)).collect();
-        ip_batch(None, &add);
-        let (c, l) = (&net.client.0, &net.lb.0);
-        let mut links = format!("link add c0 netns {c} type veth peer name l0 netns {l}\n");
-        for (i, b) in net.backends.iter().enumerate() {
-            links += &format!(
-                "link add l{} netns {l} type veth peer name b0 netns {}\n",
-                i + 1,
-                b.0
-            );
-        }
-        ip_batch(None, &links);
-        let mut cmds = format!("addr add {CLIENT}/24 dev c0\n");
-        for i in EXTRA.0..=EXTRA.1 {
-            cmds += &format!("addr add 10.10.0.{i}/24 dev c0\n");
-        }
-        net.client.batch(&format!(
-            "{cmds}link set c0 up\nroute add default via 10.10.0.1\n"
-        ));
-        let mut cmds = "addr add 10.10.0.1/24 dev l0\nlink set l0 up\n".to_string();
-        for k in 1..=3 {
-            cmds += &format!("addr add 10.11.{k}.1/24 dev l{k}\nlink set l{k} up\n");
-        }
-        cmds += &format!(
-            "link add vip0 type dummy\naddr add {KVIP}/32 dev vip0\naddr add {FVIP}/32 dev vip0\n\
-             link set vip0 up\n"
-        );
-        net.lb.batch(&cmds);
-        for (i, b) in net.backends.iter().enumerate() {
-            let k = i + 1;
-            b.batch(&format!(
-                "addr add 10.11.{k}.2/24 dev b0\nlink set b0 up\nroute add default via 10.11.{k}.1\n"
-            ));
-            b.enter(|| tx_csum_off("b0"));
-            serve(b, format!("rs{k}"));
-        }
-        net.client.enter(|| tx_csum_off("c0"));
-        net.lb.enter(|| {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
-            // Kernel IPVS refuses with ICMP port unreachable: unlimited, so that every refused
-            // connection gets its answer to its one SYN (one scheduling attempt).
-            std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0").unwrap();
-        });
+impl BalancerNet {
+    fn for_equivalence() -> Net {
+        let net = BalancerNet::build("xvsq", EXTRA, |b, k| serve(b, format!("rs{k}")));
+        // Kernel IPVS refuses with ICMP port unreachable: unlimited, so that every refused
+        // connection gets its answer to its one SYN (one scheduling attempt).
+        net.lb.sysctl("net/ipv4/icmp_ratelimit", "0");
         net
     }
 
@@ -217,21 +72,6 @@ impl Net {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let del: String = self.all().map(|n| format!("netns del {}\n", n.0)).collect();
-        let _ = Command::new(IP)
-            .args(["-force", "-batch", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .and_then(|mut c| {
-                c.stdin.take().unwrap().write_all(del.as_bytes())?;
-                c.wait()
-            });
     }
 }
 
@@ -763,7 +603,7 @@ fn kernel_ipvs_and_fast_path_pick_the_same_destinations() {
         return;
     }
     let t0 = Instant::now();
-    let net = Net::build();
+    let net = Net::for_equivalence();
     let t_net = t0.elapsed();
 
     // Netlink is per namespace: the socket belongs to the one it was opened in.

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use xvs_tests::bench::rules::hash16;
 use xvs_tests::netns::Netns;
 
 pub type Res<T> = Result<T, String>;
@@ -109,31 +110,6 @@ pub fn xvs_change_args(i: u32, j: u32, add: bool) -> Vec<String> {
         vec!["-d", "-t", &svc, "-r", &rs]
     };
     a.into_iter().map(String::from).collect()
-}
-
-/// splitmix64's finaliser: a bijection of u64, so distinct ids give distinct names.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// 16 base32 characters, as kube-proxy's chain-name hashes (it takes them from SHA-256; a
-/// bijective mix of the id gives names of the same shape that never collide).
-fn hash16(id: u64) -> String {
-    const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let a = mix(id);
-    let b = mix(id ^ 0x5555_5555_5555_5555);
-    (0..16)
-        .map(|k| {
-            let v = if k < 12 {
-                a >> (k * 5)
-            } else {
-                b >> ((k - 12) * 5)
-            };
-            ALPHA[(v & 31) as usize] as char
-        })
-        .collect()
 }
 
 fn svc_id(i: u32) -> u64 {
@@ -1201,6 +1177,8 @@ pub fn xvs_round(
     }
     let saved = xvs_save(b, &d, n)?;
     r.verify_s = saved.wall;
+    // xvsd hands the listing's memory back after answering: measure once it has.
+    settle();
     r.rss_after_list_kib = d.rss_kib();
     r.hwm_kib = d.hwm_kib();
     if want_maps {

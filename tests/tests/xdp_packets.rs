@@ -504,3 +504,78 @@ fn pinned_maps_outlive_the_loader_and_are_reopened() {
     lb.fp.unpin().unwrap();
     assert!(!dir.exists());
 }
+
+/// The daemon's rate estimator, stepped by hand: rates follow the kernel's fixed-point average
+/// over ticks, `ipvsadm -Z` zeroes them and restarts them from the zeroed counters (as
+/// ip_vs_zero_estimator does: the very next tick measures again), for the service and for
+/// each destination.
+#[test]
+fn rates_follow_the_ticks_and_zeroing_restarts_them() {
+    use aya::programs::TestRun;
+    use lb_user::daemon::{Mode, Node};
+    use lb_user::fastpath::FastPath;
+    use lb_user::model::Table;
+
+    let fp = FastPath::load(xvs_tests::fixture::small_config(false)).unwrap();
+    let mut node = Node::new(
+        fp,
+        Table::new(),
+        Err("no kernel IPVS here".into()),
+        Mode::Own,
+    );
+    let ops = lb_user::ipvsadm::parse_restore(
+        "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.1.0.1:8080 -m -w 1\n\
+         -a -t 10.0.0.100:80 -r 10.1.0.2:8080 -m -w 1\n",
+    )
+    .unwrap();
+    node.apply(&ops).unwrap();
+    let mut port = 1024u16;
+    let mut syns = |node: &mut Node, n: u16| {
+        let prog: &aya::programs::Xdp = node
+            .fast_path()
+            .ebpf()
+            .program("xvs_xdp")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        for _ in 0..n {
+            let frame = Pkt::tcp(("10.9.0.2", port), (VIP, 80), SYN).build();
+            let mut out = vec![0u8; frame.len() + 256];
+            prog.test_run(aya::programs::TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+            port += 1;
+        }
+    };
+    let cps = |node: &Node| {
+        let s = node.snapshot(false).unwrap();
+        let svc = &s.services[0];
+        (
+            svc.stats.cps,
+            svc.dests.iter().map(|d| d.stats.cps).collect::<Vec<_>>(),
+        )
+    };
+    node.tick(); // creates the estimators from the current (zero) counters
+                 // 200 connections per 2-second tick: 100/s, 50/s per destination. The average closes a
+                 // quarter of the gap per tick: after one tick 25/s, and 12/s per destination (12.5 in the
+                 // kernel's fixed point, (12800 + 0x1ff) >> 10 = 12).
+    syns(&mut node, 200);
+    node.tick();
+    assert_eq!(cps(&node), (25, vec![12, 12]));
+    for _ in 0..60 {
+        syns(&mut node, 200);
+        node.tick();
+    }
+    assert_eq!(cps(&node), (100, vec![50, 50]));
+    node.zero(None).unwrap();
+    let s = node.snapshot(false).unwrap();
+    assert_eq!(s.services[0].stats.conns, 0);
+    assert_eq!(cps(&node), (0, vec![0, 0]));
+    // The next tick measures from the zeroed counters.
+    syns(&mut node, 200);
+    node.tick();
+    assert_eq!(cps(&node), (25, vec![12, 12]));
+}

@@ -35,10 +35,10 @@ enum Task {
     Bench {
         #[arg(long)]
         quick: bool,
-        /// Run only the control-plane benchmark (section 3) and rewrite its section of the
-        /// report; the other sections keep their last results.
-        #[arg(long)]
-        control_only: bool,
+        /// Run one part only and rewrite the report around it; the other sections keep their
+        /// last results.
+        #[arg(long, value_enum)]
+        only: Option<bench::Part>,
     },
 }
 
@@ -84,12 +84,9 @@ fn main() -> Result<()> {
             })
         }
         Task::VmTest(args) => vm::vm_test(args),
-        Task::Bench {
-            quick,
-            control_only,
-        } => {
+        Task::Bench { quick, only } => {
             setup::setup()?;
-            bench::bench(quick, control_only)
+            bench::bench(quick, only)
         }
     }
 }

@@ -198,18 +198,29 @@ impl Node {
         let t = &mut self.table;
         let mut fast = Vec::new();
         let mut kern = Vec::new();
+        // The undo log keeps a service's state from before its first operation in the batch
+        // only: that is what a failure restores, and a copy per operation would clone a
+        // service once per destination added to it (hundreds of MiB for a 50,000-service
+        // restore).
+        let mut logged: HashSet<ServiceKey> = HashSet::new();
         for nop in ops {
             // Engines before the operation, of the services it can touch (Clear: all).
             let before: HashMap<ServiceKey, EngineKind> = match op_key(&nop.op) {
                 Some(k) => {
-                    undo.push((k, t.service(&k).cloned()));
+                    if logged.insert(k) {
+                        undo.push((k, t.service(&k).cloned()));
+                    }
                     t.service(&k)
                         .map(|s| (k, engine_of(s)))
                         .into_iter()
                         .collect()
                 }
                 None => {
-                    undo.extend(t.services().iter().map(|s| (s.key, Some(s.clone()))));
+                    for s in t.services() {
+                        if logged.insert(s.key) {
+                            undo.push((s.key, Some(s.clone())));
+                        }
+                    }
                     t.services().iter().map(|s| (s.key, engine_of(s))).collect()
                 }
             };
@@ -432,31 +443,27 @@ impl Node {
     /// Zeroes counters (ipvsadm -Z): the fast path's, and kernel IPVS's for the services this
     /// xvsd put there (never in mirror mode, which does not write to the kernel).
     pub fn zero(&mut self, key: Option<&ServiceKey>) -> Result<(), String> {
-        // The kernel zeroes the rates too (ip_vs_zero_estimator): restart the estimators of
-        // what is zeroed; the next tick creates them afresh from the zeroed counters.
-        match key {
-            None => {
-                self.est.clear();
-                self.dest_est.clear();
+        self.fp.zero(key).map_err(|e| e.to_string())?;
+        // The kernel zeroes the rates too and restarts its estimators from the zeroed counters
+        // (ip_vs_zero_estimator): the next tick measures from here.
+        let zeroed = DestCounters::default();
+        for s in self.table.services() {
+            if key.is_some_and(|want| *want != s.key) {
+                continue;
             }
-            Some(k) => {
-                self.est.remove(k);
-                if let Ok(all) = self.fp.dest_counters() {
-                    for d in self
-                        .fp
-                        .engine()
-                        .reading(k, &all)
-                        .map(|r| r.dests)
-                        .unwrap_or_default()
-                    {
-                        if let Some(slot) = self.dest_est.get_mut(d.id as usize) {
-                            *slot = None;
-                        }
-                    }
+            let Some(r) = self.fp.engine().reading(&s.key, &zeroed) else {
+                continue;
+            };
+            self.est.insert(s.key, Estimator::new(r.total));
+            for d in &r.dests {
+                if let Some(slot) = self.dest_est.get_mut(d.id as usize) {
+                    *slot = Some(DestEstimator {
+                        gen: d.gen,
+                        est: Estimator::new(d.counters),
+                    });
                 }
             }
         }
-        self.fp.zero(key).map_err(|e| e.to_string())?;
         if self.mode == Mode::Own {
             if let Ok(k) = &self.kernel {
                 for s in self.table.services() {

@@ -197,8 +197,8 @@ impl Counters {
 #[derive(Clone, Debug, Default)]
 pub struct DestCounters {
     counts: Vec<Counters>,
-    /// The engine's id reuse count when the reading was taken (`Engine::is_current`).
-    id_reuses: u64,
+    /// The engine's reading epoch when the reading was taken (`Engine::is_current`).
+    epoch: u64,
 }
 
 /// A pending reading of every destination's counters: a duplicate of the stats map's fd, so
@@ -207,7 +207,7 @@ pub struct DestStatsRead {
     fd: std::os::fd::OwnedFd,
     n: u32,
     ncpus: usize,
-    id_reuses: u64,
+    epoch: u64,
 }
 
 impl DestStatsRead {
@@ -227,7 +227,7 @@ impl DestStatsRead {
         .map_err(|e| FastPathError::Map(format!("DEST_STATS: batch read: {e}")))?;
         Ok(DestCounters {
             counts,
-            id_reuses: self.id_reuses,
+            epoch: self.epoch,
         })
     }
 }
@@ -274,10 +274,11 @@ pub struct Engine {
     dest_ids: IdAlloc,
     /// Generation of each destination id (bumped on reuse).
     dest_gen: StdHashMap<u32, u32>,
-    /// How many times a freed destination id was handed out again: a counter reading taken
-    /// before the latest reuse may name the wrong destination (see `DestCounters`).
+    /// Bumped whenever a counter reading taken before would mislead: a freed destination id
+    /// handed out again (the reading may name another destination) or counters zeroed (the
+    /// reading holds counts from before). See `DestCounters`.
     #[serde(default)]
-    id_reuses: u64,
+    epoch: u64,
     regions: RegionAlloc,
     /// Regions waiting out RETIRE_GRACE. Not saved: a stopping daemon frees them first.
     #[serde(skip)]
@@ -320,7 +321,7 @@ impl Engine {
             limits,
             services: BTreeMap::new(),
             dest_gen: StdHashMap::new(),
-            id_reuses: 0,
+            epoch: 0,
             retiring: Vec::new(),
             backends: StdHashMap::new(),
         }
@@ -563,13 +564,13 @@ impl Engine {
         // New destinations: ids, DESTS entries and zeroed counters, before any table names them.
         for e in st.dests.iter_mut().filter(|e| e.id.is_none()) {
             let id = self.dest_ids.alloc().expect("capacity checked");
-            let reuses = &mut self.id_reuses;
+            let epoch = &mut self.epoch;
             let gen = self
                 .dest_gen
                 .entry(id)
                 .and_modify(|g| {
                     *g = g.wrapping_add(1);
-                    *reuses += 1;
+                    *epoch += 1;
                 })
                 .or_insert(1);
             e.gen = *gen;
@@ -772,7 +773,7 @@ impl Engine {
             fd,
             n: self.dest_ids.high_water(),
             ncpus,
-            id_reuses: self.id_reuses,
+            epoch: self.epoch,
         })
     }
 
@@ -782,10 +783,11 @@ impl Engine {
         self.dest_stats_read(ebpf)?.read()
     }
 
-    /// Whether a reading still names the destinations the engine has now (no id was reused
-    /// since it was taken; ids allocated since are new and read as zero).
+    /// Whether a reading still holds for the destinations the engine has now: no id was
+    /// reused and nothing zeroed since it was taken (ids allocated since are new and read as
+    /// zero, which they were).
     pub fn is_current(&self, all: &DestCounters) -> bool {
-        all.id_reuses == self.id_reuses
+        all.epoch == self.epoch
     }
 
     /// A service's counters from a reading, with each destination's id (None: not a fast-path
@@ -811,6 +813,7 @@ impl Engine {
 
     /// Zeroes the counters of one service or of all (ipvsadm -Z).
     pub fn zero(&mut self, ebpf: &mut Ebpf, key: Option<&ServiceKey>) -> Result<(), FastPathError> {
+        self.epoch += 1;
         let ids: Vec<u32> = self
             .services
             .iter_mut()

@@ -65,47 +65,43 @@ pub fn xvs_changes(n: u32, proto: u8) -> Vec<Change> {
     v
 }
 
-/// kube-proxy's chain-name hash: 16 base32 characters (it uses SHA-256; any stable hash
-/// of the same length gives the same shape).
-fn hash16(s: &str) -> String {
+/// splitmix64's finaliser: a bijection of u64, so distinct ids give distinct names.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// 16 base32 characters, as kube-proxy's chain-name hashes (it takes them from SHA-256; a
+/// bijective mix of the id gives names of the same shape that never collide). Shared with
+/// the control-plane benchmark's rule sets.
+pub fn hash16(id: u64) -> String {
     const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let fnv = |seed: u64| {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-        for b in s.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-        h
-    };
-    let (a, b) = (fnv(1), fnv(2));
+    let a = mix(id);
+    let b = mix(id ^ 0x5555_5555_5555_5555);
     (0..16)
         .map(|k| {
-            let v = if k < 8 {
+            let v = if k < 12 {
                 a >> (k * 5)
             } else {
-                b >> ((k - 8) * 5)
+                b >> ((k - 12) * 5)
             };
             ALPHA[(v & 31) as usize] as char
         })
         .collect()
 }
 
+/// Name ids: a service by index and protocol, an endpoint of it by position (from 1).
+fn name_id(i: u32, proto: u8, j: Option<u32>) -> u64 {
+    ((i as u64) << 16) | ((proto as u64) << 8) | j.map_or(0, |j| 1 + j as u64)
+}
+
 pub fn svc_chain(i: u32, proto: u8) -> String {
-    format!(
-        "KUBE-SVC-{}",
-        hash16(&format!("ns/svc-{i}:{}", proto_name(proto)))
-    )
+    format!("KUBE-SVC-{}", hash16(name_id(i, proto, None)))
 }
 
 fn sep_chain(i: u32, proto: u8, j: u32) -> String {
-    format!(
-        "KUBE-SEP-{}",
-        hash16(&format!(
-            "ns/svc-{i}:{}/{}",
-            proto_name(proto),
-            ip(endpoint(j))
-        ))
-    )
+    format!("KUBE-SEP-{}", hash16(name_id(i, proto, Some(j))))
 }
 
 /// An iptables-restore script (nat table) shaped like kube-proxy's iptables mode.
@@ -171,7 +167,7 @@ fn nft_svc_chain(i: u32, proto: u8) -> String {
     let p = proto_name(proto);
     format!(
         "service-{}-ns/svc-{i}/{p}/p{VPORT}",
-        &hash16(&format!("ns/svc-{i}:{p}"))[..8]
+        &hash16(name_id(i, proto, None))[..8]
     )
 }
 
@@ -179,7 +175,7 @@ fn nft_ep_chain(i: u32, proto: u8, j: u32) -> String {
     let p = proto_name(proto);
     format!(
         "endpoint-{}-ns/svc-{i}/{p}/p{VPORT}__{}/{EPORT}",
-        &hash16(&format!("ns/svc-{i}:{p}/{}", ip(endpoint(j))))[..8],
+        &hash16(name_id(i, proto, Some(j)))[..8],
         ip(endpoint(j))
     )
 }

@@ -1063,7 +1063,7 @@ fn markdown(r: &Results) -> String {
     if !r.ticks.is_empty() {
         p(&mut s, "### The daemon's periodic work at scale");
         p(&mut s, "");
-        p(&mut s, "`Node::tick` (the rate estimator, run by xvsd every 2 s under the node lock that every `xvsadm` request also takes), timed in process after the load, and xvsd's CPU over a 5 s quiet window after the load:");
+        p(&mut s, "`Node::tick` (the rate estimator, run by xvsd every 2 s: it reads the counters outside the node lock that every `xvsadm` request also takes, then folds them under it), timed in process after the load, and xvsd's CPU over a 5 s quiet window after the load:");
         p(&mut s, "");
         p(&mut s, "| services | tick wall, s (first, then steady state) | tick CPU, s | xvsd idle CPU, share of one core |");
         p(&mut s, "|---:|---|---|---:|");
