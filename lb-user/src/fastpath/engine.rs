@@ -218,9 +218,10 @@ impl DestStatsRead {
             self.n,
             self.ncpus,
             |id, per| {
-                let c = &mut counts[id as usize];
-                for s in per {
-                    c.add(s);
+                if let Some(c) = counts.get_mut(id as usize) {
+                    for s in per {
+                        c.add(s);
+                    }
                 }
             },
         )

@@ -461,9 +461,11 @@ pub fn write_markdown(
         m.seconds / 60.0
     ));
     s.push_str("cargo xtask bench --quick   # a few minutes: fewer sizes, rounds and packets; writes bench/quick/ only\n");
+    s.push_str("cargo xtask bench --only control   # one part (packets: sections 1 and 2; control: 3; vm: 4), the report rewritten around it\n");
     s.push_str("```\n\n");
     s.push_str("Root is needed (BPF programs, XDP, network namespaces). `xtask` installs what is missing \
-                (as for `cargo xtask test`, plus Debian's `iptables` and `nftables`), then runs \
+                (as for `cargo xtask test`, plus Debian's `iptables` and `nftables`), then runs the VM \
+                part, `xvs-bench-control` (section 3) and \
                 `cargo run --release -p xvs-tests --bin xvs-bench -- [--quick] --out bench`. Every \
                 measurement checks its packets were processed the intended way and the run fails \
                 otherwise (see \"checked\" in results.json). Nothing leaves the network namespaces the \
