@@ -62,6 +62,8 @@ pub enum Part {
     Control,
     /// Section 4: kernel IPVS against the fast path in the qemu VM.
     Vm,
+    /// No measurement: rewrite the report (every section) from the saved results.
+    Report,
 }
 
 pub fn bench(quick: bool, only: Option<Part>) -> Result<()> {
@@ -70,13 +72,16 @@ pub fn bench(quick: bool, only: Option<Part>) -> Result<()> {
         .parent()
         .context("workspace root")?;
     let runs = |p: Part| only.is_none_or(|o| o == p);
+    if only == Some(Part::Report) {
+        return rewrite_report(root, quick);
+    }
     // Kernel IPVS against the fast path in the VM first: it writes bench/vm.md, which the
     // report below takes in as a section.
     if runs(Part::Vm) {
         crate::vm::vm_bench(quick)?;
     }
-    // The control plane and memory: writes control.md beside vm.md.
-    let out = if quick { "bench/quick" } else { "bench" };
+    // The control plane and memory: writes control.md beside vm.md (under bench/quick/ with
+    // --quick: the binary adds quick/ itself, as xvs-bench does).
     if runs(Part::Control) {
         let mut ctl = vec![
             "run",
@@ -90,7 +95,7 @@ pub fn bench(quick: bool, only: Option<Part>) -> Result<()> {
         if quick {
             ctl.push("--quick");
         }
-        ctl.extend(["--out", out]);
+        ctl.extend(["--out", "bench"]);
         println!("bench: cargo {}", ctl.join(" "));
         run(Command::new(env!("CARGO")).args(&ctl).current_dir(root))?;
     }
@@ -108,6 +113,22 @@ pub fn bench(quick: bool, only: Option<Part>) -> Result<()> {
             args.push("--quick");
         }
         args.extend(["--out", "bench"]);
+        println!("bench: cargo {}", args.join(" "));
+        run(Command::new(env!("CARGO")).args(&args).current_dir(root))?;
+    }
+    append_sections(root, quick)
+}
+
+/// Regenerates every section from the results the parts saved (after a change to the report
+/// code, or to a part's hand-kept reading), without measuring anything.
+fn rewrite_report(root: &Path, quick: bool) -> Result<()> {
+    for bin in ["xvs-bench-control", "xvs-bench"] {
+        let mut args = vec!["run", "--release", "-p", "xvs-tests", "--bin", bin, "--"];
+        if quick {
+            args.push("--quick");
+        }
+        // Both read bench/ (bench/quick/ with --quick) from --out bench.
+        args.extend(["--report-only", "--out", "bench"]);
         println!("bench: cargo {}", args.join(" "));
         run(Command::new(env!("CARGO")).args(&args).current_dir(root))?;
     }

@@ -42,7 +42,7 @@ pub fn handle(node: &Mutex<Node>, req: Request) -> Response {
 const LARGE_REQUEST: usize = 1 << 20;
 
 /// Hands the allocator's free memory back to the kernel. A 50,000-service `xvsadm -R` or
-/// listing allocates hundreds of MiB transiently (the JSON, the operations, the undo log)
+/// listing allocates hundreds of MiB transiently (the JSON, the operations, the listing)
 /// that glibc would otherwise keep in the daemon's resident set for good.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -113,6 +113,11 @@ impl IdAlloc {
         self.next
     }
 
+    /// How many ids are handed out and not freed.
+    pub fn in_use(&self) -> u32 {
+        self.next - self.free.len() as u32
+    }
+
     /// Marks an id as used (adoption).
     pub fn reserve(&mut self, id: u32) {
         while self.next <= id && self.next < self.max {
@@ -126,6 +131,21 @@ impl IdAlloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_in_use_count_allocations_minus_frees() {
+        let mut a = IdAlloc::new(4);
+        let ids: Vec<u32> = (0..4).map(|_| a.alloc().unwrap()).collect();
+        assert_eq!((a.in_use(), a.high_water()), (4, 4));
+        a.free(ids[1]);
+        a.free(ids[2]);
+        assert_eq!(a.in_use(), 2);
+        assert_eq!(a.alloc(), Some(ids[1]));
+        assert_eq!((a.in_use(), a.high_water()), (3, 4));
+        let mut b = IdAlloc::new(10);
+        b.reserve(5);
+        assert_eq!((b.in_use(), b.high_water()), (1, 6));
+    }
 
     #[test]
     fn regions_coalesce_and_refill() {

@@ -411,7 +411,17 @@ impl Engine {
                 self.regions.free_slots()
             )));
         }
-        let live_dests: u64 = self.services.values().map(|s| s.dests.len() as u64).sum();
+        // Every live destination holds an id: counting ids keeps a one-destination change
+        // from walking all 50,000 services.
+        let live_dests = self.dest_ids.in_use() as u64;
+        debug_assert_eq!(
+            live_dests,
+            self.services
+                .values()
+                .map(|s| s.dests.iter().filter(|d| d.id.is_some()).count() as u64)
+                .sum::<u64>(),
+            "destination ids in use differ from the live destinations"
+        );
         if live_dests + new_dests > self.limits.max_dests as u64 {
             return Err(FastPathError::Full(format!(
                 "{} destinations exceed the fast path's {} (raise --max-dests)",

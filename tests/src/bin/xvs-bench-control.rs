@@ -653,17 +653,24 @@ fn ms(x: f64) -> String {
     }
 }
 
+/// A ratio with a sensible number of digits.
+fn ratio_num(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}")
+    } else if x >= 0.1 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
 fn ratio_str(s: &S3) -> String {
-    let f = |x: f64| {
-        if x >= 10.0 {
-            format!("{x:.0}")
-        } else if x >= 0.1 {
-            format!("{x:.2}")
-        } else {
-            format!("{x:.4}")
-        }
-    };
-    format!("**{}** ({}–{})", f(s.median), f(s.min), f(s.max))
+    format!(
+        "**{}** ({}–{})",
+        ratio_num(s.median),
+        ratio_num(s.min),
+        ratio_num(s.max)
+    )
 }
 
 fn bytes(x: f64) -> String {
@@ -1155,33 +1162,64 @@ fn ratio1(a: f64, b: f64) -> String {
 fn reading(r: &Results) -> Vec<String> {
     let mut v = Vec::new();
     let m = &r.meta;
-    v.push(format!(
-        "Noise: the machine was shared with other builds and benchmarks during the run (load average {:.1} → {:.1} on {} CPUs), so wall times carry contention; CPU times are steadier, and every figure is a min / median / max over rounds measured side by side.",
-        m.loadavg_start, m.loadavg_end, m.machine.nproc
-    ));
+    let busy = m.loadavg_start.max(m.loadavg_end) > m.machine.nproc as f64;
+    v.push(if busy {
+        format!(
+            "Noise: the machine was shared with other builds and benchmarks during the run (load average {:.1} → {:.1} on {} CPUs), so wall times carry contention; CPU times are steadier, and every figure is a min / median / max over rounds measured side by side.",
+            m.loadavg_start, m.loadavg_end, m.machine.nproc
+        )
+    } else {
+        format!(
+            "Noise: the machine ran little else during the run (load average {:.1} → {:.1} on {} CPUs, this benchmark included); every figure is still a min / median / max over rounds measured side by side.",
+            m.loadavg_start, m.loadavg_end, m.machine.nproc
+        )
+    });
+    let median = |e: &str, n: u32| find(r, e, n).map(|s| col(s, |r| r.wall_s).median);
+    let ratio = |b: &str, n: u32| {
+        r.load_ratios
+            .iter()
+            .find(|q| q.services == n && q.baseline == b && q.metric == "load wall")
+            .map(|q| q.ratio.median)
+    };
     for &n in &m.sizes {
-        let (Some(x), Some(ip)) = (
-            r.load_ratios.iter().find(|q| {
-                q.services == n && q.baseline == "iptables-legacy" && q.metric == "load wall"
-            }),
-            r.load_ratios
-                .iter()
-                .find(|q| q.services == n && q.baseline == "nft" && q.metric == "load wall"),
-        ) else {
+        let Some(xl) = median("xvs", n) else { continue };
+        let mut parts = Vec::new();
+        for (e, name) in [("iptables-legacy", "iptables-legacy"), ("nft", "nft")] {
+            if let (Some(l), Some(q)) = (median(e, n), ratio(e, n)) {
+                parts.push(format!(
+                    "{name} {} s (xvs / {name} {})",
+                    sec(l),
+                    ratio_num(q)
+                ));
+            }
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        let ipt_note =
+            if median("iptables-legacy", n).is_none() && n > m.iptables_max && m.iptables_max > 0 {
+                "; iptables-legacy cannot hold this table (see the last point)"
+            } else {
+                ""
+            };
+        v.push(format!(
+            "Load of {n} services (medians): xvs {} s, {}{ipt_note}.",
+            sec(xl),
+            parts.join(", ")
+        ));
+    }
+    for &n in &m.change_sizes {
+        let (Some(x), Some(b)) = (change(r, "xvs", "e2e", n), change(r, "nft", "e2e", n)) else {
             continue;
         };
-        let xl = find(r, "xvs", n)
-            .map(|s| col(s, |r| r.wall_s).median)
-            .unwrap_or(0.0);
-        let il = find(r, "iptables-legacy", n)
-            .map(|s| col(s, |r| r.wall_s).median)
-            .unwrap_or(0.0);
-        let nl = find(r, "nft", n)
-            .map(|s| col(s, |r| r.wall_s).median)
-            .unwrap_or(0.0);
         v.push(format!(
-            "Load of {n} services: xvs {} s, iptables-legacy {} s, nft {} s (medians): xvs / iptables {:.2}, xvs / nft {:.2}.",
-            sec(xl), sec(il), sec(nl), x.ratio.median, ip.ratio.median
+            "One endpoint change at {n} services: `xvsadm` {} ms p50 ({} ms p99, {} changes), `nft -f` {} ms p50 ({} changes within the {:.0} s budget): the xvs change is one map update plus a scheduler table of 10 slots, whatever the size of the table, where nft's transaction re-checks the table it joins.",
+            ms(x.latency.p50_ms),
+            ms(x.latency.p99_ms),
+            x.latency.n,
+            ms(b.latency.p50_ms),
+            b.latency.n,
+            m.budget_s
         ));
     }
     // Growth.
@@ -1255,7 +1293,7 @@ fn reading(r: &Results) -> Vec<String> {
             mem.per_entry.connection,
             bytes(mem.per_entry.total_as_sized),
             rss.map(|(rss, hwm)| format!(
-                " xvsd's resident memory with {n} services: {} ({} per service), peaking at {} during the load (the whole request is held as JSON and as operations, and `Node::apply`'s undo log clones the touched service once per operation).",
+                " xvsd's resident memory with {n} services: {} ({} per service), peaking at {} during the load (the whole `-R` request is held at once: as JSON, as operations, and as the engine's staged copy of every service next to the table being built).",
                 bytes(rss * 1024.0),
                 bytes(rss * 1024.0 / n as f64),
                 bytes(hwm * 1024.0)
