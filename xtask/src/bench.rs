@@ -164,8 +164,11 @@ fn append_sections(root: &Path, quick: bool) -> Result<()> {
         .filter_map(|h| text.find(h))
         .min()
     {
-        text.truncate(i + 1);
+        text.truncate(i);
     }
+    // One blank line before the first appended section, however many the report ended with.
+    text.truncate(text.trim_end().len());
+    text.push('\n');
     for (file, title) in [
         ("control.md", "3. Control plane and memory"),
         ("vm.md", "4. Kernel IPVS in the qemu VM"),
