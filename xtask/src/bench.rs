@@ -83,6 +83,11 @@ pub fn bench(quick: bool, only: Option<Part>) -> Result<()> {
     // The control plane and memory: writes control.md beside vm.md (under bench/quick/ with
     // --quick: the binary adds quick/ itself, as xvs-bench does).
     if runs(Part::Control) {
+        // xvs-bench-control runs the release xvsd and xvsadm found next to it: build them, as
+        // `cargo run` builds only the benchmark itself (a fresh clone has neither).
+        let daemon = ["build", "--release", "-p", "lb-user", "--bins"];
+        println!("bench: cargo {}", daemon.join(" "));
+        run(Command::new(env!("CARGO")).args(daemon).current_dir(root))?;
         let mut ctl = vec![
             "run",
             "--release",
