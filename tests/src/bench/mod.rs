@@ -8,10 +8,12 @@
 //!
 //! Every measurement checks that its packets were really processed the intended way (path
 //! counters, verdicts, rewritten headers, delivery to the right sockets) and fails the run
-//! otherwise. [`report`] writes the JSON of every figure, the SVG plots and BENCHMARKS.md.
+//! otherwise. [`report`] writes the JSON of every figure and BENCHMARKS.md, [`plot`] the SVG
+//! plots.
 pub mod e2e;
 pub mod frame;
 pub mod micro;
+pub mod plot;
 pub mod report;
 pub mod rules;
 pub mod stats;

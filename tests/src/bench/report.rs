@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::e2e::{Method, METHODS, PATTERNS};
 use super::micro::CASES;
+use super::plot::{plot, YAxis};
 use super::stats::Summary;
 use super::sys::Machine;
 use super::{BenchResult, Ctx};
@@ -160,95 +160,6 @@ pub fn write_json(r: &Results, dir: &Path) -> BenchResult<()> {
     std::fs::write(dir.join("results.json"), s + "\n").ctx("writing results.json")
 }
 
-const COLORS: [RGBColor; 9] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xff, 0x7f, 0x0e),
-    RGBColor(0x94, 0x67, 0xbd),
-    RGBColor(0x8c, 0x56, 0x4b),
-    RGBColor(0xe3, 0x77, 0xc2),
-    RGBColor(0x7f, 0x7f, 0x7f),
-    RGBColor(0x17, 0xbe, 0xcf),
-];
-
-/// One line per series: (label, [(x, summary)]), x on a log scale.
-fn plot(
-    file: &Path,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    series: &[(String, Vec<(f64, Summary)>)],
-) -> BenchResult<()> {
-    let xs: Vec<f64> = series
-        .iter()
-        .flat_map(|(_, v)| v.iter().map(|(x, _)| *x))
-        .collect();
-    if xs.is_empty() {
-        return Ok(());
-    }
-    let xmax = xs.iter().cloned().fold(1.0, f64::max) * 2.0;
-    let ymax = series
-        .iter()
-        .flat_map(|(_, v)| v.iter().map(|(_, s)| s.max))
-        .fold(0.0, f64::max)
-        * 1.15;
-    let root = SVGBackend::new(file, (980, 560)).into_drawing_area();
-    let e = |e: DrawingAreaErrorKind<std::io::Error>| format!("plot {}: {e:?}", file.display());
-    root.fill(&WHITE).map_err(e)?;
-    // The legend gets its own column on the right, clear of the curves.
-    let (area, legend) = root.split_horizontally(800);
-    let mut chart = ChartBuilder::on(&area)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d((0.5f64..xmax).log_scale(), 0f64..ymax.max(1e-9))
-        .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .x_label_formatter(&|x| {
-            let v = x.round();
-            if v >= 1.0 {
-                thousands(v as u32)
-            } else {
-                String::new()
-            }
-        })
-        .draw()
-        .map_err(e)?;
-    for (i, (label, pts)) in series.iter().enumerate() {
-        let c = COLORS[i % COLORS.len()];
-        let line: Vec<(f64, f64)> = pts.iter().map(|(x, s)| (*x, s.median)).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
-            .map_err(e)?;
-        let y = 60 + 24 * i as i32;
-        legend
-            .draw(&PathElement::new(vec![(8, y), (36, y)], c.stroke_width(3)))
-            .map_err(e)?;
-        legend
-            .draw(&Text::new(
-                label.clone(),
-                (44, y - 7),
-                ("sans-serif", 15).into_font().color(&BLACK),
-            ))
-            .map_err(e)?;
-        chart
-            .draw_series(line.iter().map(|p| Circle::new(*p, 3, c.filled())))
-            .map_err(e)?;
-        chart
-            .draw_series(pts.iter().map(|(x, s)| {
-                ErrorBar::new_vertical(*x, s.min, s.median, s.max, c.stroke_width(1), 8)
-            }))
-            .map_err(e)?;
-    }
-    root.present().map_err(e)?;
-    Ok(())
-}
-
 /// The SVG plots; returns (file name, caption) for the report.
 pub fn write_plots(r: &Results, dir: &Path) -> BenchResult<Vec<(String, String)>> {
     let mut files = Vec::new();
@@ -276,6 +187,7 @@ pub fn write_plots(r: &Results, dir: &Path) -> BenchResult<Vec<(String, String)>
             "services (10 destinations each)",
             "ns per packet (method: calls of repeat 1)",
             &series,
+            YAxis::Linear,
         )?;
         files.push((
             name,
@@ -317,6 +229,7 @@ pub fn write_plots(r: &Results, dir: &Path) -> BenchResult<Vec<(String, String)>
             "services",
             "Mpps delivered (median, min-max)",
             &pps,
+            YAxis::Linear,
         )?;
         files.push((
             name,
@@ -337,6 +250,7 @@ pub fn write_plots(r: &Results, dir: &Path) -> BenchResult<Vec<(String, String)>
             "services",
             "ns of CPU per packet (median, min-max)",
             &cpu,
+            YAxis::Linear,
         )?;
         files.push((
             name,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use xvs_tests::bench::plot::{plot, Series, YAxis};
 use xvs_tests::bench::report::utc;
 use xvs_tests::bench::stats::{ratios, Summary};
 use xvs_tests::bench::sys;
@@ -278,7 +279,7 @@ fn main() {
         let res = std::fs::read(dir.join("control.json"))
             .map_err(|e| format!("{}: {e}", dir.join("control.json").display()))
             .and_then(|b| serde_json::from_slice::<Results>(&b).map_err(|e| e.to_string()))
-            .and_then(|r| write(&r, &dir));
+            .and_then(|r| write(&r, &dir, &plots_rel(&a)));
         if let Err(e) = res {
             eprintln!("xvs-bench-control: {e}");
             std::process::exit(1);
@@ -384,7 +385,7 @@ fn main() {
         memory,
         ticks,
     };
-    if let Err(e) = write(&r, &dir) {
+    if let Err(e) = write(&r, &dir, &plots_rel(&a)) {
         eprintln!("xvs-bench-control: writing results failed: {e}");
         std::process::exit(1);
     }
@@ -394,6 +395,17 @@ fn main() {
         dir.join("control.json").display(),
         dir.join("control.md").display()
     );
+}
+
+/// Where the report that takes in control.md finds the plots: `cargo xtask bench` appends it to
+/// BENCHMARKS.md at the root (plots in the output directory) or, with --quick, to
+/// BENCHMARKS.md in the quick directory beside them.
+fn plots_rel(a: &Args) -> String {
+    if a.quick {
+        ".".into()
+    } else {
+        a.out.display().to_string()
+    }
 }
 
 fn series<'a>(v: &'a mut Vec<LoadSeries>, engine: &str, n: u32) -> &'a mut LoadSeries {
@@ -616,12 +628,96 @@ fn ratios_of(load: &[LoadSeries]) -> Vec<Ratio> {
 // Report.
 // ------------------------------------------------------------------------------------------
 
-fn write(r: &Results, dir: &Path) -> Res<()> {
+/// The plots, named in the report by their path from the report (BENCHMARKS.md at the root for
+/// a full run, beside the plots in bench/quick/ for a quick one).
+const LOAD_PLOT: &str = "control-load.svg";
+const CHANGE_PLOT: &str = "control-change.svg";
+
+fn write(r: &Results, dir: &Path, plots_rel: &str) -> Res<()> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let json = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("control.json"), json).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("control.md"), markdown(r)).map_err(|e| e.to_string())?;
+    write_plots(r, dir)?;
+    std::fs::write(dir.join("control.md"), markdown(r, plots_rel)).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The scaling curves: load time, and one change's latency, against the table's size. Both on
+/// a log y axis: the baselines take up to thousands of times what xvs takes.
+fn write_plots(r: &Results, dir: &Path) -> Res<()> {
+    let load: Vec<Series> = ["xvs", "xvs-inproc", "iptables-legacy", "nft"]
+        .iter()
+        .map(|e| {
+            let pts = r
+                .load
+                .iter()
+                .filter(|s| s.engine == *e && !s.rounds.is_empty())
+                .map(|s| (s.services as f64, col(s, |x| x.wall_s)))
+                .collect();
+            (plot_label(e).to_string(), pts)
+        })
+        .filter(|(_, pts): &Series| !pts.is_empty())
+        .collect();
+    plot(
+        &dir.join(LOAD_PLOT),
+        "Loading N services x 10 destinations from empty (median, min-max over rounds)",
+        "services (10 destinations each)",
+        "seconds (log scale)",
+        &load,
+        YAxis::Log,
+    )?;
+    let change: Vec<Series> = [
+        ("xvs", "e2e"),
+        ("xvs", "inproc"),
+        ("iptables-legacy", "e2e"),
+        ("nft", "e2e"),
+    ]
+    .iter()
+    .map(|(e, m)| {
+        let pts = r
+            .changes
+            .iter()
+            .filter(|c| c.engine == *e && c.mode == *m && c.latency.n > 0)
+            .map(|c| {
+                let l = &c.latency;
+                let s = Summary {
+                    min: l.min_ms,
+                    median: l.p50_ms,
+                    max: l.p99_ms,
+                };
+                (c.services as f64, s)
+            })
+            .collect();
+        let label = if *m == "inproc" { "xvs-inproc" } else { e };
+        (plot_label(label).to_string(), pts)
+    })
+    .filter(|(_, pts): &Series| !pts.is_empty())
+    .collect();
+    plot(
+        &dir.join(CHANGE_PLOT),
+        "One destination change (p50, bars from the minimum to p99)",
+        "services in the table (10 destinations each)",
+        "milliseconds (log scale)",
+        &change,
+        YAxis::Log,
+    )?;
+    Ok(())
+}
+
+fn plot_label(engine: &str) -> &str {
+    match engine {
+        "xvs" => "xvs (xvsadm)",
+        "xvs-inproc" => "xvs in process",
+        "iptables-legacy" => "iptables-legacy",
+        "nft" => "nft",
+        _ => engine,
+    }
+}
+
+fn image(s: &mut String, plots_rel: &str, file: &str, caption: &str) {
+    s.push_str(&format!(
+        "![{caption}]({plots_rel}/{file})\n\n_{caption}._\n\n"
+    ));
 }
 
 fn s3(s: &Summary) -> String {
@@ -725,7 +821,7 @@ fn mode_name(m: &str) -> &str {
     }
 }
 
-fn markdown(r: &Results) -> String {
+fn markdown(r: &Results, plots_rel: &str) -> String {
     let m = &r.meta;
     let mut s = String::new();
     let p = |s: &mut String, t: &str| {
@@ -850,6 +946,23 @@ fn markdown(r: &Results) -> String {
         }
         p(&mut s, "");
     }
+    let largest = |e: &str| {
+        r.load
+            .iter()
+            .filter(|x| x.engine == e && !x.rounds.is_empty())
+            .map(|x| x.services)
+            .max()
+    };
+    let ipt_note = match (largest("iptables-legacy"), largest("xvs")) {
+        (Some(i), Some(x)) if i < x => format!("; iptables-legacy up to {i} services"),
+        _ => String::new(),
+    };
+    image(
+        &mut s,
+        plots_rel,
+        LOAD_PLOT,
+        &format!("Load time against the number of services (log scales{ipt_note})"),
+    );
 
     // Changes.
     p(&mut s, "### One destination change");
@@ -942,6 +1055,12 @@ fn markdown(r: &Results) -> String {
         }
         p(&mut s, "");
     }
+    image(
+        &mut s,
+        plots_rel,
+        CHANGE_PLOT,
+        "One destination change against the number of services (p50; bars from the minimum to p99; log scales)",
+    );
 
     // Memory.
     p(&mut s, "### Memory");
