@@ -1276,9 +1276,9 @@ fn vm_bench() {
          below real hardware and mean little. The ratio to plain forwarding (the same traffic \
          routed through the same balancer to the backends' own addresses, no NAT, measured in \
          the same round) is the figure that carries over; ratios to kernel IPVS are given too. \
-         The host was busy with other builds and benchmarks during the run, so TCG timing is \
-         noisy: a round takes about a minute and the host's load changes within it, so even \
-         the ratios spread widely. Read the medians, and trust a difference only when it holds \
+         TCG timing follows the host: a round takes about a minute, whatever else the host \
+         runs changes within it, and the ratios spread with it (the host's load average is \
+         given below the tables). Read the medians, and trust a difference only when it holds \
          in most rounds (the last column counts them).\n\n",
     );
     md.push_str(
