@@ -7,8 +7,9 @@
 //!                   [--change-sizes N,N..] [--baseline-max N] [--iptables-max N]
 //!                   [--baseline-rounds R] [--budget SECONDS]
 //! ```
-//! Writes DIR/control.json and DIR/control.md (the full run), DIR/quick/control.{json,md}
-//! (`--quick`, so a quick run never overwrites the full results). Needs root.
+//! Writes DIR/control.json, DIR/control.md and the plots DIR/control-{load,change}.svg (the
+//! full run), the same under DIR/quick/ (`--quick`, so a quick run never overwrites the full
+//! results). `--report-only` rewrites the report and plots from the saved JSON. Needs root.
 // Result tables are tuples built and read in one place each.
 #![allow(clippy::type_complexity)]
 use std::path::{Path, PathBuf};
