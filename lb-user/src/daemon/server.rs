@@ -52,13 +52,26 @@ fn release_freed_memory() {
     }
 }
 
+/// The control socket at `path`, listening before its file appears there: it is bound and
+/// listening under a temporary name, then renamed into place. Clients (xvsadm, scripts, tests)
+/// wait for the file to exist; with a plain bind they could find it in the moment between
+/// bind(2) and listen(2) and be refused.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // The node lock is held: a socket file left here is stale.
-    let _ = std::fs::remove_file(path);
-    UnixListener::bind(path)
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
+    // The node lock is held: socket files left here are stale.
+    let _ = std::fs::remove_file(&tmp);
+    let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
 }
 
 pub async fn serve(listener: UnixListener, node: Arc<Mutex<Node>>) {
@@ -106,4 +119,35 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, String> {
     let mut out = Vec::new();
     s.read_to_end(&mut out).map_err(|e| e.to_string())?;
     serde_json::from_slice(&out).map_err(|e| format!("bad answer from xvsd: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bind() leaves a listening socket at the path, no temporary file beside it, and replaces
+    /// a stale socket file (a daemon that was killed leaves one).
+    #[test]
+    fn bind_replaces_a_stale_socket_and_leaves_no_temporary_file() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("xvs-bind-{}", std::process::id()));
+        let path = dir.join("xvsd.sock");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A stale socket file: bound once, its listener gone.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+        let listener = rt.block_on(async { bind(&path) }).unwrap();
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["xvsd.sock"]);
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
