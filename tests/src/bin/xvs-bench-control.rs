@@ -667,14 +667,15 @@ fn write_plots(r: &Results, dir: &Path) -> Res<()> {
         &load,
         YAxis::Log,
     )?;
+    // (engine, mode, the series' label key): the in-process change is xvs's `inproc` mode.
     let change: Vec<Series> = [
-        ("xvs", "e2e"),
-        ("xvs", "inproc"),
-        ("iptables-legacy", "e2e"),
-        ("nft", "e2e"),
+        ("xvs", "e2e", "xvs"),
+        ("xvs", "inproc", "xvs-inproc"),
+        ("iptables-legacy", "e2e", "iptables-legacy"),
+        ("nft", "e2e", "nft"),
     ]
     .iter()
-    .map(|(e, m)| {
+    .map(|(e, m, label)| {
         let pts = r
             .changes
             .iter()
@@ -689,7 +690,6 @@ fn write_plots(r: &Results, dir: &Path) -> Res<()> {
                 (c.services as f64, s)
             })
             .collect();
-        let label = if *m == "inproc" { "xvs-inproc" } else { e };
         (plot_label(label).to_string(), pts)
     })
     .filter(|(_, pts): &Series| !pts.is_empty())
