@@ -10,6 +10,16 @@
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
+/// Program names (the entry functions of lb-ebpf), used by the loader to find them.
+pub mod prog_names {
+    /// The balancer at the XDP hook.
+    pub const XDP: &str = "xvs_xdp";
+    /// The same balancer at the tc (tcx ingress) hook.
+    pub const TC: &str = "xvs_tc";
+    /// The pass-through XDP program for the peers of veth devices.
+    pub const XDP_PASS: &str = "xvs_pass";
+}
+
 /// Map names, used by the loader to find and pin them.
 pub mod map_names {
     pub const SERVICES: &str = "SERVICES";
@@ -37,13 +47,14 @@ pub const SVC_F_SH_PORT: u8 = 1;
 pub const SH_TAB_SIZE: u32 = 256;
 
 /// A transport endpoint: (address, port, protocol). Keys SERVICES (the VIP side) and
-/// BACKENDS (the real-server side).
+/// BACKENDS (the real-server side). Generic over the address so the same layout serves
+/// IPv4 (`u32`, the default) and, later, IPv6 (`[u32; 4]`) maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
-pub struct L4Addr {
-    /// IPv4 address, network byte order.
-    pub addr: u32,
+pub struct L4Addr<A = u32> {
+    /// Address, network byte order.
+    pub addr: A,
     /// Port, network byte order.
     pub port: u16,
     pub proto: u8,
@@ -117,12 +128,12 @@ pub struct DestStats {
 }
 
 /// A packet's flow tuple. Keys CONNS (client -> VIP, as the client sends it) and REPLIES
-/// (real server -> client, as the server sends it).
+/// (real server -> client, as the server sends it). Generic over the address like `L4Addr`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct FlowKey {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct FlowKey<A = u32> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
@@ -256,6 +267,14 @@ pub mod path {
     pub const REPLY_NO_CONN: u32 = 16;
     pub const INSERT_FAILED: u32 = 17;
     pub const PASS_KERNEL_FLOW: u32 = 18;
+    /// Failed validation (IP version or header length, total length against the frame, TCP
+    /// data offset, UDP length): passed untouched, the kernel drops it as it would anyway.
+    pub const PASS_MALFORMED: u32 = 19;
+    /// A new connection refused because the connection table is full (dropped, as kernel IPVS
+    /// drops a packet whose connection it cannot allocate). Established ones are never evicted.
+    pub const DROP_TABLE_FULL: u32 = 20;
+    /// tc: forwarded with bpf_redirect_neigh (the kernel resolves the next hop's MAC).
+    pub const TX_REDIRECT_NEIGH: u32 = 21;
     pub const N: u32 = 32;
 }
 

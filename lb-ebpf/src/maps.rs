@@ -2,7 +2,7 @@
 //! max_entries from its configuration before loading.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
 };
 use lb_common::{
     Config, ConnValue, DestStats, DestValue, FlowKey, L4Addr, ReplyValue, SchedSlot, SvcValue,
@@ -29,13 +29,16 @@ pub static DEST_STATS: PerCpuArray<DestStats> = PerCpuArray::with_max_entries(10
 #[map(name = "BACKENDS")]
 pub static BACKENDS: HashMap<L4Addr, u32> = HashMap::with_max_entries(1024, 0);
 
-/// Connections, keyed as the client sends them (client -> VIP).
+/// Connections, keyed as the client sends them (client -> VIP). A plain (preallocated) hash,
+/// not an LRU: a full table refuses new connections rather than evicting live ones; userspace
+/// reclaims expired entries.
 #[map(name = "CONNS")]
-pub static CONNS: LruHashMap<FlowKey, ConnValue> = LruHashMap::with_max_entries(1024, 0);
+pub static CONNS: HashMap<FlowKey, ConnValue> = HashMap::with_max_entries(1024, 0);
 
-/// Reverse index of CONNS, keyed as the real server replies (RIP -> client).
+/// Reverse index of CONNS, keyed as the real server replies (RIP -> client). Created and
+/// deleted together with its CONNS entry.
 #[map(name = "REPLIES")]
-pub static REPLIES: LruHashMap<FlowKey, ReplyValue> = LruHashMap::with_max_entries(1024, 0);
+pub static REPLIES: HashMap<FlowKey, ReplyValue> = HashMap::with_max_entries(1024, 0);
 
 /// Timeouts and flags (one entry).
 #[map(name = "CONFIG")]

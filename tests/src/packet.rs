@@ -45,6 +45,8 @@ pub struct Pkt {
     pub payload: Vec<u8>,
     /// UDP only: send checksum 0 ("no checksum").
     pub udp_no_csum: bool,
+    /// IPv4 options (a multiple of 4 bytes), after the fixed header.
+    pub ip_options: Vec<u8>,
 }
 
 impl Pkt {
@@ -69,7 +71,18 @@ impl Pkt {
             ttl: 64,
             payload: b"hello xvs".to_vec(),
             udp_no_csum: false,
+            ip_options: Vec::new(),
         }
+    }
+
+    /// With IPv4 options (padded with EOL to a multiple of 4 bytes).
+    pub fn with_ip_options(mut self, opts: &[u8]) -> Pkt {
+        let mut o = opts.to_vec();
+        while !o.len().is_multiple_of(4) {
+            o.push(0);
+        }
+        self.ip_options = o;
+        self
     }
 
     pub fn with_dst(mut self, addr: &str, port: u16) -> Pkt {
@@ -118,9 +131,11 @@ impl Pkt {
         let off = if self.proto == TCP { 16 } else { 6 };
         l4[off..off + 2].copy_from_slice(&csum.to_be_bytes());
 
-        let mut ip = vec![0u8; 20];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+        let ihl = 20 + self.ip_options.len();
+        let mut ip = vec![0u8; ihl];
+        ip[0] = 0x40 | (ihl / 4) as u8;
+        ip[2..4].copy_from_slice(&((ihl + l4_len) as u16).to_be_bytes());
+        ip[20..].copy_from_slice(&self.ip_options);
         ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
         ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
         ip[8] = self.ttl;
@@ -154,14 +169,15 @@ pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> u16 {
 
 /// Checks the IPv4 header checksum and the TCP/UDP checksum of an Ethernet frame.
 pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
-    let ip = &frame[14..34];
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    let ip = &frame[14..14 + ihl];
     if fold(ones_sum(ip)) != 0xffff {
         return Err("bad IPv4 header checksum".into());
     }
     let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
     let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    let l4 = &frame[34..14 + tot];
+    let l4 = &frame[14 + ihl..14 + tot];
     let proto = ip[9];
     if proto == UDP && l4[6] == 0 && l4[7] == 0 {
         return Ok(());

@@ -24,13 +24,16 @@ struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     /// Interface to attach the fast path to (both directions); repeat for several.
+    /// `NAME:HOOK` chooses the hook for this one (auto, native, generic or tc).
     #[arg(long = "iface")]
     ifaces: Vec<String>,
     /// Rules file in ipvsadm-save format (`ipvsadm -S -n` / `xvsadm -S -n`); reread on SIGHUP.
     #[arg(long)]
     rules: Option<PathBuf>,
-    /// XDP attach mode: native falls back to generic (with a warning) where the driver refuses.
-    #[arg(long, value_enum, default_value_t = Mode::Native)]
+    /// The hook for interfaces that do not name one: auto is XDP native on NICs and tc on
+    /// virtual devices (veth, ...); native falls back to generic (with a warning) where the
+    /// driver refuses.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
     mode: Mode,
     /// Allow XDP redirects out of virtual devices (veth) too: only when their peers run XDP.
     #[arg(long)]
@@ -73,10 +76,37 @@ enum Cmd {
     Teardown,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Mode {
+    Auto,
     Native,
     Generic,
+    Tc,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Result<Mode, String> {
+        <Mode as ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("unknown hook {s:?} (auto, native, generic or tc)"))
+    }
+
+    /// The hook for `iface`: auto picks the faster one for the device.
+    fn resolve(self, iface: &str) -> AttachMode {
+        match self {
+            Mode::Auto => AttachMode::default_for(checks::is_virtual(iface)),
+            Mode::Native => AttachMode::Native,
+            Mode::Generic => AttachMode::Generic,
+            Mode::Tc => AttachMode::Tc,
+        }
+    }
+}
+
+/// `NAME` or `NAME:HOOK`.
+fn iface_and_mode(spec: &str, default: Mode) -> Result<(&str, Mode), String> {
+    match spec.rsplit_once(':') {
+        Some((name, hook)) => Ok((name, Mode::parse(hook)?)),
+        None => Ok((spec, default)),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -170,7 +200,12 @@ fn run(cli: Cli) -> Result<(), String> {
     if cli.ifaces.is_empty() {
         return Err("name at least one interface: xvsd --iface IF [--iface IF ...]".into());
     }
-    checks::interfaces(&cli.ifaces)?;
+    let ifaces = cli
+        .ifaces
+        .iter()
+        .map(|spec| iface_and_mode(spec, cli.mode).map(|(n, m)| (n.to_string(), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    checks::interfaces(&ifaces.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>())?;
     let _lock = checks::lock(&cli.state_dir)?;
     let desired = match &cli.rules {
         Some(p) => {
@@ -211,13 +246,11 @@ fn run(cli: Cli) -> Result<(), String> {
             Table::new(),
         ),
     };
-    for iface in &cli.ifaces {
-        let mode = match cli.mode {
-            Mode::Native => AttachMode::Native,
-            Mode::Generic => AttachMode::Generic,
-        };
+    for (iface, hook) in &ifaces {
+        let iface = iface.as_str();
+        let mode = hook.resolve(iface);
         let redirect =
-            cli.redirect_virtual || !checks::is_virtual(iface) || matches!(cli.mode, Mode::Generic);
+            cli.redirect_virtual || !checks::is_virtual(iface) || mode == AttachMode::Generic;
         let a = fp
             .attach_persistent(iface, mode, redirect)
             .map_err(|e| e.to_string())?;
@@ -228,7 +261,13 @@ fn run(cli: Cli) -> Result<(), String> {
             );
         }
         let redirect = redirect || a.mode == AttachMode::Generic;
-        tracing::info!(iface, mode = ?a.mode, adopted = a.adopted, redirect, "attached");
+        tracing::info!(
+            iface,
+            hook = a.mode.name(),
+            adopted = a.adopted,
+            redirect,
+            "attached"
+        );
     }
     let kernel = IpvsClient::new().map_err(|e| e.to_string());
     let mode = if cli.mirror_ipvs {

@@ -112,6 +112,14 @@ impl FastPath {
         Ok(out)
     }
 
+    /// How many reply entries (REPLIES) exist: one per fast-path connection when forward and
+    /// reply state are consistent.
+    pub fn reply_entries(&self) -> Result<usize, FastPathError> {
+        let replies: HashMap<&MapData, FlowKey, lb_common::ReplyValue> =
+            engine::typed_ref(self.ebpf(), names::REPLIES)?;
+        Ok(replies.keys().filter(|k| k.is_ok()).count())
+    }
+
     /// (active, inactive) connections per destination id, counting live connections only.
     pub fn conn_counts(&self) -> Result<StdHashMap<u32, (u32, u32)>, FastPathError> {
         let mut m: StdHashMap<u32, (u32, u32)> = StdHashMap::new();

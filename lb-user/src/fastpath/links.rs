@@ -1,14 +1,14 @@
-//! XDP attachments that outlive the daemon: each interface's link is pinned, so stopping the
+//! XDP and tc attachments that outlive the daemon: each interface's link is pinned, so stopping the
 //! daemon leaves the fast path running, and the next daemon swaps its program into the same
 //! link in place (an upgrade without a moment of no program).
 use std::path::{Path, PathBuf};
 
-use aya::maps::{DevMapHash, MapData};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{Xdp, XdpMode};
-use lb_common::map_names as names;
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions, TcAttachType};
+use aya::programs::{LinkOrder, XdpMode};
+use lb_common::prog_names;
 
-use super::{engine, ifindex, AttachMode, FastPath, FastPathError};
+use super::{ifindex, AttachMode, FastPath, FastPathError};
 
 /// How an interface ended up attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,14 +21,17 @@ pub struct Attached {
     pub fell_back: bool,
 }
 
-/// The pin of an interface's link.
-pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
-    pin_dir.join(format!("link_xdp_{iface}"))
+/// The pin of an interface's link at a hook: `link_xdp_IF` or `link_tc_IF`.
+pub fn link_pin(pin_dir: &Path, iface: &str, mode: AttachMode) -> PathBuf {
+    let hook = if mode == AttachMode::Tc { "tc" } else { "xdp" };
+    pin_dir.join(format!("link_{hook}_{iface}"))
 }
 
 impl FastPath {
-    /// Attaches to `iface` with a pinned link under the pin directory, or takes over the link a
-    /// previous daemon pinned there. `mode` Native falls back to Generic when the driver refuses.
+    /// Attaches to `iface` at the hook `mode` names with a pinned link under the pin
+    /// directory, or takes over the link a previous daemon pinned there. `mode` Native falls
+    /// back to Generic when the driver refuses. A link the previous daemon pinned at the other
+    /// hook (the operator changed the interface's hook) is removed once the new one is in place.
     pub fn attach_persistent(
         &mut self,
         iface: &str,
@@ -40,17 +43,20 @@ impl FastPath {
                 FastPathError::Load("persistent attach needs a pin directory".into())
             })?;
         let ifidx = ifindex(iface)?;
-        let pin = link_pin(&pin_dir, iface);
+        let pin = link_pin(&pin_dir, iface, mode);
+        let other = link_pin(
+            &pin_dir,
+            iface,
+            if mode == AttachMode::Tc {
+                AttachMode::Native
+            } else {
+                AttachMode::Tc
+            },
+        );
         let attach_err = |msg: String| FastPathError::Attach {
             iface: iface.to_string(),
             msg,
         };
-        let prog: &mut Xdp = self
-            .ebpf_mut()
-            .program_mut("xvs_xdp")
-            .expect("loaded")
-            .try_into()
-            .expect("xdp");
         let mut outcome = Attached {
             iface: iface.to_string(),
             mode,
@@ -61,45 +67,70 @@ impl FastPath {
             let fd: FdLink = PinnedLink::from_pin(&pin)
                 .map_err(|e| attach_err(format!("pinned link {}: {e}", pin.display())))?
                 .into();
-            let link = aya::programs::xdp::XdpLink::try_from(fd).map_err(|e| {
-                attach_err(format!("pinned link {} is not XDP: {e}", pin.display()))
-            })?;
-            prog.attach_to_link(link)
-                .map_err(|e| attach_err(format!("replacing the program in place: {e:#}")))?;
+            if mode == AttachMode::Tc {
+                let link = SchedClassifierLink::try_from(fd).map_err(|e| {
+                    attach_err(format!("pinned link {} is not tc: {e}", pin.display()))
+                })?;
+                self.tc_program()?
+                    .attach_to_link(link)
+                    .map_err(|e| attach_err(format!("replacing the program in place: {e:#}")))?;
+            } else {
+                let link = aya::programs::xdp::XdpLink::try_from(fd).map_err(|e| {
+                    attach_err(format!("pinned link {} is not XDP: {e}", pin.display()))
+                })?;
+                self.xdp_program(prog_names::XDP)?
+                    .attach_to_link(link)
+                    .map_err(|e| attach_err(format!("replacing the program in place: {e:#}")))?;
+            }
             outcome.adopted = true;
         } else {
-            let xdp_mode = |m: AttachMode| match m {
-                AttachMode::Native => XdpMode::Driver,
-                AttachMode::Generic => XdpMode::Skb,
+            let fd: FdLink = if mode == AttachMode::Tc {
+                let prog = self.tc_program()?;
+                let id = prog
+                    .attach_with_options(
+                        iface,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(|e| attach_err(format!("tcx: {e:#}")))?;
+                prog.take_link(id)
+                    .map_err(|e| attach_err(format!("{e:#}")))?
+                    .try_into()
+                    .map_err(|e| attach_err(format!("kernel gave no BPF link to pin: {e}")))?
+            } else {
+                let prog = self.xdp_program(prog_names::XDP)?;
+                let id = match prog.attach(iface, mode.xdp_mode()) {
+                    Ok(id) => id,
+                    Err(e) if mode == AttachMode::Native => {
+                        outcome.fell_back = true;
+                        outcome.mode = AttachMode::Generic;
+                        prog.attach(iface, XdpMode::Skb).map_err(|e2| {
+                            attach_err(format!("native mode: {e:#}; generic mode: {e2:#}"))
+                        })?
+                    }
+                    Err(e) => return Err(attach_err(format!("{e:#}"))),
+                };
+                prog.take_link(id)
+                    .map_err(|e| attach_err(format!("{e:#}")))?
+                    .try_into()
+                    .map_err(|e| attach_err(format!("kernel gave no BPF link to pin: {e}")))?
             };
-            let id = match prog.attach(iface, xdp_mode(mode)) {
-                Ok(id) => id,
-                Err(e) if mode == AttachMode::Native => {
-                    outcome.fell_back = true;
-                    outcome.mode = AttachMode::Generic;
-                    prog.attach(iface, XdpMode::Skb).map_err(|e2| {
-                        attach_err(format!("native mode: {e:#}; generic mode: {e2:#}"))
-                    })?
-                }
-                Err(e) => return Err(attach_err(format!("{e:#}"))),
-            };
-            let link = prog
-                .take_link(id)
-                .map_err(|e| attach_err(format!("{e:#}")))?;
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|e| attach_err(format!("kernel gave no BPF link to pin: {e}")))?;
             fd.pin(&pin)
                 .map_err(|e| attach_err(format!("pinning the link at {}: {e}", pin.display())))?;
+        }
+        if other.exists() {
+            if let Ok(l) = PinnedLink::from_pin(&other) {
+                let _ = l.unpin();
+            }
+            let _ = std::fs::remove_file(&other);
         }
         // Generic-mode redirects are skb transmits and deliver into any device, veth included;
         // native ones into a veth only when its peer runs XDP, which the caller vouches for.
         // Redirects matter beyond speed: a reply rewritten to come from a VIP that is a local
         // address (kube-proxy's kube-ipvs0) and handed to the stack is dropped as a martian.
-        if redirect_ok || outcome.mode == AttachMode::Generic {
-            let mut tx: DevMapHash<&mut MapData> = engine::typed(self.ebpf_mut(), names::TX_PORTS)?;
-            tx.insert(ifidx, ifidx, None, 0)
-                .map_err(|e| FastPathError::Map(format!("TX_PORTS: {e}")))?;
+        // (tc redirects need no devmap: they deliver into any device.)
+        if outcome.mode != AttachMode::Tc && (redirect_ok || outcome.mode == AttachMode::Generic) {
+            self.allow_xdp_redirect(ifidx)?;
         }
         Ok(outcome)
     }

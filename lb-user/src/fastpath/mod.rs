@@ -10,9 +10,12 @@ pub mod links;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, DevMapHash, MapData};
-use aya::programs::{Xdp, XdpMode};
+use aya::programs::tc::{TcAttachOptions, TcAttachType};
+use aya::programs::{LinkOrder, SchedClassifier, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use lb_common::{map_names as names, Config, CFG_F_FIB_REDIRECT, N_TIMEOUTS, UDP_STATE};
+use lb_common::{
+    map_names as names, prog_names, Config, CFG_F_FIB_REDIRECT, N_TIMEOUTS, UDP_STATE,
+};
 
 pub use engine::{
     unsupported_reason, Counters, DestCounters, DestReading, DestStatsRead, Engine, Limits,
@@ -71,13 +74,46 @@ impl Default for FastPathConfig {
     }
 }
 
-/// How a program is attached to an interface.
+/// How (at which hook) the balancer is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     /// XDP in the driver (veth, most NICs).
     Native,
     /// XDP in the generic (skb) path: any device, slower.
     Generic,
+    /// tc (tcx ingress): works on GSO skbs without a copy and keeps the kernel's checksum
+    /// offload state (CHECKSUM_PARTIAL from local senders) correct; the default on veth and
+    /// other virtual devices.
+    Tc,
+}
+
+impl AttachMode {
+    /// The name operators use (`--mode`, listings, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+            AttachMode::Tc => "tc",
+        }
+    }
+
+    /// The faster hook for a device: XDP native on NICs (which deliver full checksums and
+    /// run XDP in their driver), tc on virtual devices (veth and the like), where XDP runs
+    /// on a linearised copy of every GSO packet and cannot see CHECKSUM_PARTIAL.
+    pub fn default_for(virtual_device: bool) -> AttachMode {
+        if virtual_device {
+            AttachMode::Tc
+        } else {
+            AttachMode::Native
+        }
+    }
+
+    fn xdp_mode(self) -> XdpMode {
+        match self {
+            AttachMode::Generic => XdpMode::Skb,
+            _ => XdpMode::Driver,
+        }
+    }
 }
 
 pub struct FastPath {
@@ -162,8 +198,18 @@ impl FastPath {
         let mut ebpf = loader
             .load(crate::bpf_object::object())
             .map_err(|e| FastPathError::Load(explain_load_error(&e)))?;
-        for prog in ["xvs_xdp", "xvs_pass"] {
+        for prog in [prog_names::XDP, prog_names::XDP_PASS] {
             let p: &mut Xdp = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
+            p.load()
+                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
+        }
+        {
+            let prog = prog_names::TC;
+            let p: &mut SchedClassifier = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
                 .try_into()
@@ -303,51 +349,71 @@ impl FastPath {
         Ok(self.read_config()?.timeouts_ns)
     }
 
-    /// Attaches the balancer to an interface. A redirect may then transmit on it (it is added
-    /// to TX_PORTS) when `redirect_ok`: see README on veth and XDP redirects.
+    /// Attaches the balancer to an interface for this instance's life (tests, benchmarks;
+    /// the daemon uses `attach_persistent`). An XDP redirect may then transmit on it (it is
+    /// added to TX_PORTS) when `redirect_ok`: see README on veth and XDP redirects.
     pub fn attach(
         &mut self,
         iface: &str,
         mode: AttachMode,
         redirect_ok: bool,
     ) -> Result<(), FastPathError> {
-        let xdp_mode = match mode {
-            AttachMode::Native => XdpMode::Driver,
-            AttachMode::Generic => XdpMode::Skb,
-        };
         let ifindex = ifindex(iface)?;
-        let p: &mut Xdp = self
-            .ebpf
-            .program_mut("xvs_xdp")
-            .expect("loaded")
-            .try_into()
-            .expect("xdp");
-        p.attach(iface, xdp_mode)
-            .map_err(|e| FastPathError::Attach {
-                iface: iface.to_string(),
-                msg: format!("{e:#}"),
-            })?;
+        let attach_err = |e: aya::programs::ProgramError| FastPathError::Attach {
+            iface: iface.to_string(),
+            msg: format!("{e:#}"),
+        };
+        if mode == AttachMode::Tc {
+            self.tc_program()?
+                .attach_with_options(
+                    iface,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(attach_err)?;
+            return Ok(());
+        }
+        self.xdp_program(prog_names::XDP)?
+            .attach(iface, mode.xdp_mode())
+            .map_err(attach_err)?;
         if redirect_ok {
-            let mut tx: DevMapHash<&mut MapData> = engine::typed(&mut self.ebpf, names::TX_PORTS)?;
-            tx.insert(ifindex, ifindex, None, 0)
-                .map_err(|e| FastPathError::Map(format!("TX_PORTS: {e}")))?;
+            self.allow_xdp_redirect(ifindex)?;
         }
         Ok(())
     }
 
-    /// Attaches the pass-through program (for the peer of a veth that redirects deliver to).
-    pub fn attach_pass(&mut self, iface: &str, mode: AttachMode) -> Result<(), FastPathError> {
-        let xdp_mode = match mode {
-            AttachMode::Native => XdpMode::Driver,
-            AttachMode::Generic => XdpMode::Skb,
-        };
-        let p: &mut Xdp = self
-            .ebpf
-            .program_mut("xvs_pass")
-            .expect("loaded")
+    pub(crate) fn xdp_program(&mut self, name: &str) -> Result<&mut Xdp, FastPathError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
             .try_into()
-            .expect("xdp");
-        p.attach(iface, xdp_mode)
+            .map_err(|e| FastPathError::Load(format!("{name}: {e}")))
+    }
+
+    pub(crate) fn tc_program(&mut self) -> Result<&mut SchedClassifier, FastPathError> {
+        let name = prog_names::TC;
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
+            .try_into()
+            .map_err(|e| FastPathError::Load(format!("{name}: {e}")))
+    }
+
+    /// Lets XDP redirects transmit on `ifindex` (TX_PORTS).
+    pub(crate) fn allow_xdp_redirect(&mut self, ifindex: u32) -> Result<(), FastPathError> {
+        let mut tx: DevMapHash<&mut MapData> = engine::typed(&mut self.ebpf, names::TX_PORTS)?;
+        tx.insert(ifindex, ifindex, None, 0)
+            .map_err(|e| FastPathError::Map(format!("TX_PORTS: {e}")))
+    }
+
+    /// Attaches the pass-through program (for the peer of a veth that XDP redirects deliver
+    /// to). Nothing to do for tc, whose redirects deliver into any device.
+    pub fn attach_pass(&mut self, iface: &str, mode: AttachMode) -> Result<(), FastPathError> {
+        if mode == AttachMode::Tc {
+            return Ok(());
+        }
+        self.xdp_program(prog_names::XDP_PASS)?
+            .attach(iface, mode.xdp_mode())
             .map(|_| ())
             .map_err(|e| FastPathError::Attach {
                 iface: iface.to_string(),

@@ -1,0 +1,42 @@
+//! Scheduling a new connection: one read of the service's precomputed table (userspace
+//! computes the kernel's rr/wrr sequence and sh buckets; see lb-user/src/sched).
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use lb_common::{DestValue, SvcValue, NO_DEST, SCHED_SH, SVC_F_SH_PORT};
+
+use crate::maps::{DESTS, SCHED_SLOTS};
+use crate::parse::Pkt;
+
+/// The destination (id, value) the service's scheduler picks for `p`, or None when no
+/// destination is available.
+#[inline(always)]
+pub fn pick(svc: &mut SvcValue, p: &Pkt) -> Option<(u32, &'static DestValue)> {
+    let len = svc.table_len;
+    let idx = if svc.sched == SCHED_SH {
+        let port = if svc.flags & SVC_F_SH_PORT != 0 {
+            u16::from_be(p.sport)
+        } else {
+            0
+        };
+        lb_common::sh_hash(u32::from_be(p.saddr), port)
+    } else {
+        // Counted even when the table is empty: a refused wrr pick moves the kernel's state,
+        // and userspace replays the count. SeqCst: LLVM 22 miscompiles a Relaxed fetch-add on
+        // BPF (see toolchain notes).
+        let n = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&mut svc.cursor, 1) };
+        if len == 0 {
+            0
+        } else {
+            (n % len as u64) as u32
+        }
+    };
+    if idx >= len {
+        return None;
+    }
+    let slot = SCHED_SLOTS.get(svc.table_off.wrapping_add(idx))?;
+    let dest_id = slot.dest_id;
+    if dest_id == NO_DEST {
+        return None;
+    }
+    DESTS.get(dest_id).map(|d| (dest_id, d))
+}
