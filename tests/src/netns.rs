@@ -113,7 +113,14 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Senders with tx checksum offload off: full checksums on the wire, as a NIC sends them.
     pub fn new(tag: &str, n: usize) -> Topology {
+        Topology::with_offloads(tag, n, false)
+    }
+
+    /// `offloads`: the client's and backends' veths keep their default offloads (tx checksum
+    /// offload, TSO/GSO), as pods have them: their packets carry CHECKSUM_PARTIAL.
+    pub fn with_offloads(tag: &str, n: usize, offloads: bool) -> Topology {
         let client = Netns::new(&format!("{tag}c"));
         let lb = Netns::new(&format!("{tag}l"));
         let backends: Vec<Netns> = (1..=n).map(|i| Netns::new(&format!("{tag}b{i}"))).collect();
@@ -129,10 +136,14 @@ impl Topology {
             lb.ip(&["addr", "add", &format!("10.11.{k}.1/24"), "dev", &l]);
             b.ip(&["addr", "add", &format!("10.11.{k}.2/24"), "dev", "b0"]);
             b.ip(&["route", "add", "default", "via", &format!("10.11.{k}.1")]);
-            // Full checksums on the wire, as a real NIC sends them (see toolchain notes).
-            b.exec("ethtool", &["-K", "b0", "tx", "off"]);
+            if !offloads {
+                // Full checksums on the wire, as a real NIC sends them (see toolchain notes).
+                b.exec("ethtool", &["-K", "b0", "tx", "off"]);
+            }
         }
-        client.exec("ethtool", &["-K", "c0", "tx", "off"]);
+        if !offloads {
+            client.exec("ethtool", &["-K", "c0", "tx", "off"]);
+        }
         Topology {
             client,
             lb,

@@ -169,3 +169,115 @@ pub fn drain(mut s: TcpStream) -> std::io::Result<usize> {
     let mut v = Vec::new();
     s.read_to_end(&mut v)
 }
+
+/// Serves bulk transfers on TCP `port` inside `ns`: a client sends an 8-byte big-endian
+/// length, then uploads until it shuts its side down; the server answers with the number of
+/// bytes uploaded (8 bytes) and then that many bytes of `pattern` back.
+pub fn serve_bulk(ns: &Netns, port: u16) -> Server {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tcp = ns.enter(|| TcpListener::bind(("0.0.0.0", port)).expect("bind tcp"));
+    tcp.set_nonblocking(true).unwrap();
+    let s1 = stop.clone();
+    thread::spawn(move || {
+        while !s1.load(Ordering::SeqCst) {
+            match tcp.accept() {
+                Ok((conn, _)) => {
+                    thread::spawn(move || {
+                        let _ = serve_bulk_conn(conn);
+                    });
+                }
+                Err(_) => thread::sleep(POLL),
+            }
+        }
+    });
+    Server { stop }
+}
+
+/// Byte `i` of every bulk transfer.
+pub fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(131) >> 3) as u8
+}
+
+fn serve_bulk_conn(mut conn: TcpStream) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut hdr = [0u8; 8];
+    conn.read_exact(&mut hdr)?;
+    let back = u64::from_be_bytes(hdr);
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    conn.write_all(&got.to_be_bytes())?;
+    send_pattern(&mut conn, back)
+}
+
+fn send_pattern(w: &mut impl Write, len: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut sent = 0u64;
+    while sent < len {
+        let n = ((len - sent) as usize).min(buf.len());
+        for (j, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern(sent + j as u64);
+        }
+        w.write_all(&buf[..n])?;
+        sent += n as u64;
+    }
+    Ok(())
+}
+
+/// Uploads `up` bytes to a bulk server and downloads `down` bytes back, checking every byte.
+/// Returns (bytes the server counted, bytes downloaded intact).
+pub fn bulk_transfer(
+    ns: &Netns,
+    dst: SocketAddrV4,
+    up: u64,
+    down: u64,
+    timeout: Duration,
+) -> std::io::Result<(u64, u64)> {
+    let mut s = ns.enter(|| TcpStream::connect_timeout(&dst.into(), IO_TIMEOUT))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(&down.to_be_bytes())?;
+    send_pattern(&mut s, up)?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut hdr = [0u8; 8];
+    s.read_exact(&mut hdr)?;
+    let counted = u64::from_be_bytes(hdr);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        for (j, b) in buf[..n].iter().enumerate() {
+            if *b != pattern(got + j as u64) {
+                return Err(std::io::Error::other(format!(
+                    "byte {} of the download differs",
+                    got + j as u64
+                )));
+            }
+        }
+        got += n as u64;
+    }
+    Ok((counted, got))
+}
+
+/// TCP segments this namespace's stack dropped for a bad checksum (Tcp InCsumErrors).
+pub fn tcp_csum_errors(ns: &Netns) -> u64 {
+    let snmp = ns.exec("cat", &["/proc/net/snmp"]);
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap_or(""), tcp.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "InCsumErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -2,7 +2,8 @@
 //! namespace (XDP attached to its veths) to three backend namespaces whose servers answer with
 //! their own name on port 8080, while the VIP port is 80 (TCP) / 53 (UDP). Every case runs in
 //! XDP native mode (with FIB redirects, the peers carrying a pass-through XDP program) and in
-//! generic mode (packets handed back to the kernel stack after the rewrite).
+//! generic mode (packets handed back to the kernel stack after the rewrite), and at tc (with
+//! redirects, no peer program needed).
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use lb_user::fastpath::AttachMode;
@@ -27,7 +28,7 @@ fn rs(k: usize) -> String {
 fn setup(tag: &str, mode: AttachMode) -> Bench {
     let topo = Topology::new(tag, 3);
     let native = mode == AttachMode::Native;
-    let mut lb = topo.lb.enter(|| Lb::new(native));
+    let mut lb = topo.lb.enter(|| Lb::new(mode != AttachMode::Generic));
     topo.lb.enter(|| {
         for i in topo.lb_ifaces() {
             lb.fp.attach(&i, mode, native).expect("attach");
@@ -53,8 +54,12 @@ fn setup(tag: &str, mode: AttachMode) -> Bench {
     }
 }
 
-fn modes() -> [(AttachMode, &'static str); 2] {
-    [(AttachMode::Native, "n"), (AttachMode::Generic, "g")]
+fn modes() -> [(AttachMode, &'static str); 3] {
+    [
+        (AttachMode::Native, "n"),
+        (AttachMode::Generic, "g"),
+        (AttachMode::Tc, "t"),
+    ]
 }
 
 fn tcp_key() -> ServiceKey {
@@ -87,10 +92,10 @@ fn rr_sequence_over_real_tcp() {
             total.outpkts >= 6 && total.inpkts >= 6,
             "{mode:?}: {total:?}"
         );
-        if mode == AttachMode::Native {
+        if mode != AttachMode::Generic {
             assert!(
                 b.lb.path(lb_common::path::TX_REDIRECT) > 0,
-                "native mode redirects"
+                "{mode:?} redirects"
             );
         }
     }
