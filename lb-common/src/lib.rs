@@ -18,6 +18,12 @@ pub mod prog_names {
     pub const TC: &str = "xvs_tc";
     /// The pass-through XDP program for the peers of veth devices.
     pub const XDP_PASS: &str = "xvs_pass";
+    /// Socket-level balancing of the node's own clients (cgroup hooks and sockops).
+    pub const CONNECT4: &str = "xvs_connect4";
+    pub const SENDMSG4: &str = "xvs_sendmsg4";
+    pub const RECVMSG4: &str = "xvs_recvmsg4";
+    pub const GETPEERNAME4: &str = "xvs_getpeername4";
+    pub const SOCKOPS: &str = "xvs_sockops";
 }
 
 /// Map names, used by the loader to find and pin them.
@@ -32,6 +38,8 @@ pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const PATH_STATS: &str = "PATH_STATS";
+    pub const SOCK_CONNS: &str = "SOCK_CONNS";
+    pub const SOCK_REV: &str = "SOCK_REV";
 }
 
 /// Scheduler kinds the fast path walks. rr and wrr are both a precomputed period walked by
@@ -204,6 +212,10 @@ pub struct Config {
     pub timeouts_ns: [u64; N_TIMEOUTS],
     pub flags: u32,
     pub _pad: u32,
+    /// The network namespace whose processes the socket hooks balance (its cookie, as
+    /// bpf_get_netns_cookie and SO_NETNS_COOKIE give it; 0: none). The cgroup hooks see every
+    /// namespace's sockets; only this one's are the node's.
+    pub netns_cookie: u64,
 }
 
 impl Default for Config {
@@ -212,8 +224,34 @@ impl Default for Config {
             timeouts_ns: default_timeouts_ns(),
             flags: CFG_F_FIB_REDIRECT,
             _pad: 0,
+            netns_cookie: 0,
         }
     }
+}
+
+/// Key of the socket-level balancer's maps: a socket (its cookie) and an endpoint. In
+/// SOCK_CONNS the endpoint is the VIP the socket asked for; in SOCK_REV the real server it was
+/// sent to (so replies and getpeername() can name the VIP again).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SockKey {
+    pub cookie: u64,
+    pub addr: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of SOCK_CONNS: one connection of a process on the node to a VIP, balanced at the
+/// socket (connect()/sendmsg()) rather than per packet. `conn` is kept like a CONNS entry
+/// (destination, kernel TCP state, last use); `client` is the socket's own address once bound.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockConnValue {
+    pub conn: ConnValue,
+    pub client_addr: u32,
+    pub client_port: u16,
+    pub _pad: u16,
 }
 
 /// IPVS's default timeouts (ip_vs_proto_tcp.c / ip_vs_proto_udp.c), in seconds.
@@ -275,6 +313,14 @@ pub mod path {
     pub const DROP_TABLE_FULL: u32 = 20;
     /// tc: forwarded with bpf_redirect_neigh (the kernel resolves the next hop's MAC).
     pub const TX_REDIRECT_NEIGH: u32 = 21;
+    /// A process on the node connected (or sent) to a VIP: scheduled at the socket.
+    pub const SOCK_NEW: u32 = 22;
+    /// A UDP socket sent to a VIP again: its connection's destination.
+    pub const SOCK_ESTABLISHED: u32 = 23;
+    /// A process on the node connected to a VIP with no destination available.
+    pub const SOCK_NO_DEST: u32 = 24;
+    /// The socket table is full: the connection goes to the VIP unbalanced.
+    pub const SOCK_TABLE_FULL: u32 = 25;
     pub const N: u32 = 32;
 }
 
@@ -350,6 +396,8 @@ mod pod {
     unsafe impl aya::Pod for ConnValue {}
     unsafe impl aya::Pod for ReplyValue {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for SockKey {}
+    unsafe impl aya::Pod for SockConnValue {}
 }
 
 #[cfg(test)]
@@ -366,7 +414,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<ConnValue>(), 24);
         assert_eq!(core::mem::size_of::<ReplyValue>(), 8);
-        assert_eq!(core::mem::size_of::<Config>(), 136);
+        assert_eq!(core::mem::size_of::<Config>(), 144);
+        assert_eq!(core::mem::size_of::<SockKey>(), 16);
+        assert_eq!(core::mem::size_of::<SockConnValue>(), 32);
     }
 
     #[test]

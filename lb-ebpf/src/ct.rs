@@ -167,3 +167,12 @@ pub fn account(dest_id: u32, new_conn: bool, inbound: bool, bytes: u32) {
         }
     }
 }
+
+/// Counts a new connection on its destination without a packet (socket-level balancing: the
+/// socket talks to the real server directly, its packets never pass the balancer).
+#[inline(always)]
+pub fn account_conn(dest_id: u32) {
+    if let Some(s) = DEST_STATS.get_ptr_mut(dest_id) {
+        unsafe { (*s).conns += 1 };
+    }
+}

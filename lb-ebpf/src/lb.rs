@@ -164,7 +164,7 @@ fn to_service(p: &Pkt, svc: &mut SvcValue, cfg: &Config) -> Decision {
     if p.proto == PROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_RST) != TCP_SYN {
         return Decision::pass(path::PASS_TCP_NOT_SYN);
     }
-    let Some((dest_id, dest)) = sched::pick(svc, p) else {
+    let Some((dest_id, dest)) = sched::pick(svc, p.saddr, p.sport) else {
         return Decision::pass(path::PASS_NO_DEST);
     };
     if let Err(CreateError::Full) =

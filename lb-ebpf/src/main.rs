@@ -14,11 +14,12 @@ mod maps;
 mod nat;
 mod parse;
 mod sched;
+mod sock;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, sock_ops, xdp},
+    programs::{SockAddrContext, SockOpsContext, TcContext, XdpContext},
 };
 
 /// Headers the balancer reads: Ethernet, IPv4 with options, TCP with its flags.
@@ -41,6 +42,41 @@ pub fn xvs_tc(ctx: TcContext) -> i32 {
         let _ = ctx.pull_data(if len < HEADERS_MAX { len } else { HEADERS_MAX });
     }
     lb::run(&mut ctx::Tc(&ctx), &ctx) as i32
+}
+
+/// The node's own clients: connect() to a VIP goes to the scheduled destination.
+#[cgroup_sock_addr(connect4)]
+pub fn xvs_connect4(ctx: SockAddrContext) -> i32 {
+    sock::to_vip(&ctx);
+    1
+}
+
+/// Unconnected UDP: each sendmsg() to a VIP goes to its flow's destination.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn xvs_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::to_vip(&ctx);
+    1
+}
+
+/// Unconnected UDP: a datagram from a real server is reported as from the VIP.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn xvs_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::from_dest(&ctx);
+    1
+}
+
+/// getpeername() of a balanced socket names the VIP it connected to.
+#[cgroup_sock_addr(getpeername4)]
+pub fn xvs_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::from_dest(&ctx);
+    1
+}
+
+/// TCP state of the node's balanced connections.
+#[sock_ops]
+pub fn xvs_sockops(ctx: SockOpsContext) -> u32 {
+    sock::sockops(&ctx);
+    1
 }
 
 /// A pass-through program for the peers of veth devices: an XDP redirect into a veth only

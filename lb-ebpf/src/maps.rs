@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
 };
 use lb_common::{
-    Config, ConnValue, DestStats, DestValue, FlowKey, L4Addr, ReplyValue, SchedSlot, SvcValue,
+    Config, ConnValue, DestStats, DestValue, FlowKey, L4Addr, ReplyValue, SchedSlot, SockConnValue,
+    SockKey, SvcValue,
 };
 
 /// VIP:port/proto -> how to schedule new connections.
@@ -60,3 +61,11 @@ pub fn count(what: u32) {
         unsafe { *c += 1 };
     }
 }
+
+/// Connections of the node's own processes to VIPs, balanced at the socket: (socket, VIP).
+#[map(name = "SOCK_CONNS")]
+pub static SOCK_CONNS: HashMap<SockKey, SockConnValue> = HashMap::with_max_entries(1024, 0);
+
+/// (socket, real server) -> the VIP it stands for: replies' sources and getpeername().
+#[map(name = "SOCK_REV")]
+pub static SOCK_REV: HashMap<SockKey, L4Addr> = HashMap::with_max_entries(1024, 0);

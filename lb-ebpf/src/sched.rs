@@ -5,20 +5,19 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use lb_common::{DestValue, SvcValue, NO_DEST, SCHED_SH, SVC_F_SH_PORT};
 
 use crate::maps::{DESTS, SCHED_SLOTS};
-use crate::parse::Pkt;
 
-/// The destination (id, value) the service's scheduler picks for `p`, or None when no
-/// destination is available.
+/// The destination (id, value) the service's scheduler picks for a client at
+/// `saddr`:`sport` (network order), or None when no destination is available.
 #[inline(always)]
-pub fn pick(svc: &mut SvcValue, p: &Pkt) -> Option<(u32, &'static DestValue)> {
+pub fn pick(svc: &mut SvcValue, saddr: u32, sport: u16) -> Option<(u32, &'static DestValue)> {
     let len = svc.table_len;
     let idx = if svc.sched == SCHED_SH {
         let port = if svc.flags & SVC_F_SH_PORT != 0 {
-            u16::from_be(p.sport)
+            u16::from_be(sport)
         } else {
             0
         };
-        lb_common::sh_hash(u32::from_be(p.saddr), port)
+        lb_common::sh_hash(u32::from_be(saddr), port)
     } else {
         // Counted even when the table is empty: a refused wrr pick moves the kernel's state,
         // and userspace replays the count. SeqCst: LLVM 22 miscompiles a Relaxed fetch-add on

@@ -177,7 +177,7 @@ fn native_mode_falls_back_to_generic_where_the_driver_refuses() {
     )
     .unwrap();
     let log_path = std::env::temp_dir().join(format!("xvs-fb-{}.log", std::process::id()));
-    let d = Daemon::start_with(&ns, &dirs, &["--iface", "br0"], Stdio::from(log));
+    let d = Daemon::start_with(&ns, &dirs, &["--iface", "br0", "--mode", "native"], Stdio::from(log));
     d.stop();
     let log = std::fs::read_to_string(&log_path).unwrap();
     let _ = std::fs::remove_file(&log_path);
@@ -185,5 +185,5 @@ fn native_mode_falls_back_to_generic_where_the_driver_refuses() {
         log.contains("native XDP refused by the driver; attached in generic mode"),
         "{log}"
     );
-    assert!(log.contains("mode=Generic"), "{log}");
+    assert!(log.contains("hook=\"generic\""), "{log}");
 }

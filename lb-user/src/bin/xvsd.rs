@@ -65,6 +65,10 @@ struct Cli {
     /// aya-log; off by default: disabled, the statements cost nothing per packet.
     #[arg(long)]
     bpf_log: bool,
+    /// Balance the node's own processes' connections to VIPs at the socket (cgroup v2 hooks on
+    /// connect/sendmsg/recvmsg/getpeername, and sockops), for this network namespace.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    socket_lb: OnOff,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -107,6 +111,12 @@ fn iface_and_mode(spec: &str, default: Mode) -> Result<(&str, Mode), String> {
         Some((name, hook)) => Ok((name, Mode::parse(hook)?)),
         None => Ok((spec, default)),
     }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -267,6 +277,15 @@ fn run(cli: Cli) -> Result<(), String> {
             adopted = a.adopted,
             redirect,
             "attached"
+        );
+    }
+    if cli.socket_lb == OnOff::On {
+        let root = lb_user::fastpath::sockets::cgroup2_root(&cli.state_dir.join("cgroup2"))
+            .map_err(|e| e.to_string())?;
+        fp.attach_sockets(&root).map_err(|e| e.to_string())?;
+        tracing::info!(
+            cgroup = %root.display(),
+            "balancing this node's own connections to VIPs at the socket"
         );
     }
     let kernel = IpvsClient::new().map_err(|e| e.to_string());

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
-    map_names as names, tcp_state, ConnValue, DestValue, FlowKey, N_TIMEOUTS, PROTO_TCP, UDP_STATE,
+    map_names as names, tcp_state, ConnValue, DestValue, FlowKey, SockConnValue, SockKey,
+    N_TIMEOUTS, PROTO_TCP, UDP_STATE,
 };
 
 use super::{engine, FastPath, FastPathError};
@@ -109,6 +110,30 @@ impl FastPath {
                 dest_live,
             });
         }
+        // The node's own connections, balanced at the socket, are connections like the others.
+        let socks: HashMap<&MapData, SockKey, SockConnValue> =
+            engine::typed_ref(self.ebpf(), names::SOCK_CONNS)?;
+        for item in socks.iter() {
+            let Ok((k, s)) = item else { continue };
+            let v = s.conn;
+            let Some(left) = remaining(&timeouts, &v, now) else {
+                continue;
+            };
+            let dest_live = dests
+                .get(&v.dest_id, 0)
+                .map(|d| d.gen == v.dest_gen && d.flags & lb_common::DEST_F_LIVE != 0)
+                .unwrap_or(false);
+            out.push(ConnEntry {
+                proto: k.proto,
+                client: (ip(s.client_addr), u16::from_be(s.client_port)),
+                vip: (ip(k.addr), u16::from_be(k.port)),
+                dest: (ip(v.rip), u16::from_be(v.rport)),
+                dest_id: v.dest_id,
+                state: v.state,
+                expires_in: left,
+                dest_live,
+            });
+        }
         Ok(out)
     }
 
@@ -195,18 +220,57 @@ impl FastPath {
                 let _ = conns.remove(k);
             }
         }
-        let mut replies: HashMap<&mut MapData, FlowKey, lb_common::ReplyValue> =
-            engine::typed(self.ebpf_mut(), names::REPLIES)?;
+        {
+            let mut replies: HashMap<&mut MapData, FlowKey, lb_common::ReplyValue> =
+                engine::typed(self.ebpf_mut(), names::REPLIES)?;
+            for (k, v) in &dead {
+                let rk = FlowKey {
+                    saddr: v.rip,
+                    daddr: k.saddr,
+                    sport: v.rport,
+                    dport: k.sport,
+                    proto: k.proto,
+                    _pad: [0; 3],
+                };
+                let _ = replies.remove(&rk);
+            }
+        }
+        Ok(dead.len() + self.reclaim_expired_sockets(&timeouts, now)?)
+    }
+
+    /// Deletes the node's own expired socket-level connections with their reverse entries.
+    fn reclaim_expired_sockets(
+        &mut self,
+        timeouts: &[u64; N_TIMEOUTS],
+        now: u64,
+    ) -> Result<usize, FastPathError> {
+        let dead: Vec<(SockKey, SockConnValue)> = {
+            let socks: HashMap<&MapData, SockKey, SockConnValue> =
+                engine::typed_ref(self.ebpf(), names::SOCK_CONNS)?;
+            socks
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| remaining(timeouts, &v.conn, now).is_none())
+                .collect()
+        };
+        {
+            let mut socks: HashMap<&mut MapData, SockKey, SockConnValue> =
+                engine::typed(self.ebpf_mut(), names::SOCK_CONNS)?;
+            for (k, _) in &dead {
+                let _ = socks.remove(k);
+            }
+        }
+        let mut rev: HashMap<&mut MapData, SockKey, lb_common::L4Addr> =
+            engine::typed(self.ebpf_mut(), names::SOCK_REV)?;
         for (k, v) in &dead {
-            let rk = FlowKey {
-                saddr: v.rip,
-                daddr: k.saddr,
-                sport: v.rport,
-                dport: k.sport,
+            let rk = SockKey {
+                cookie: k.cookie,
+                addr: v.conn.rip,
+                port: v.conn.rport,
                 proto: k.proto,
-                _pad: [0; 3],
+                _pad: 0,
             };
-            let _ = replies.remove(&rk);
+            let _ = rev.remove(&rk);
         }
         Ok(dead.len())
     }

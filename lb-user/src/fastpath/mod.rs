@@ -6,6 +6,7 @@ mod batch;
 pub mod conns;
 pub mod engine;
 pub mod links;
+pub mod sockets;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,8 @@ pub struct FastPathConfig {
     pub sched_slots: u32,
     /// Connection table entries (CONNS and REPLIES each).
     pub conn_table_size: u32,
+    /// Connections of the node's own processes balanced at the socket (SOCK_CONNS, SOCK_REV).
+    pub sock_table_size: u32,
     pub max_period: usize,
     /// Forward rewritten packets by FIB lookup + redirect (else always to the kernel stack).
     pub fib_redirect: bool,
@@ -66,6 +69,7 @@ impl Default for FastPathConfig {
             max_dests: 1 << 19,
             sched_slots: 1 << 22,
             conn_table_size: 1 << 20,
+            sock_table_size: 1 << 16,
             max_period: 1 << 16,
             fib_redirect: true,
             pin_dir: None,
@@ -124,7 +128,7 @@ pub struct FastPath {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
-const MAP_NAMES: [&str; 10] = [
+const MAP_NAMES: [&str; 12] = [
     names::SERVICES,
     names::SCHED_SLOTS,
     names::DESTS,
@@ -135,6 +139,8 @@ const MAP_NAMES: [&str; 10] = [
     names::CONFIG,
     names::TX_PORTS,
     names::PATH_STATS,
+    names::SOCK_CONNS,
+    names::SOCK_REV,
 ];
 
 impl FastPath {
@@ -176,7 +182,9 @@ impl FastPath {
             .map_max_entries(names::DEST_STATS, config.max_dests)
             .map_max_entries(names::SCHED_SLOTS, config.sched_slots)
             .map_max_entries(names::CONNS, config.conn_table_size)
-            .map_max_entries(names::REPLIES, config.conn_table_size);
+            .map_max_entries(names::REPLIES, config.conn_table_size)
+            .map_max_entries(names::SOCK_CONNS, config.sock_table_size)
+            .map_max_entries(names::SOCK_REV, config.sock_table_size);
         let pins: Vec<(&str, PathBuf)> = match &config.pin_dir {
             Some(dir) => {
                 ensure_bpffs(dir)?;
@@ -200,6 +208,30 @@ impl FastPath {
             .map_err(|e| FastPathError::Load(explain_load_error(&e)))?;
         for prog in [prog_names::XDP, prog_names::XDP_PASS] {
             let p: &mut Xdp = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
+            p.load()
+                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
+        }
+        for prog in [
+            prog_names::CONNECT4,
+            prog_names::SENDMSG4,
+            prog_names::RECVMSG4,
+            prog_names::GETPEERNAME4,
+        ] {
+            let p: &mut aya::programs::CgroupSockAddr = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
+            p.load()
+                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
+        }
+        {
+            let prog = prog_names::SOCKOPS;
+            let p: &mut aya::programs::SockOps = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
                 .try_into()
@@ -305,13 +337,13 @@ impl FastPath {
         self.engine.zero(&mut self.ebpf, key)
     }
 
-    fn read_config(&self) -> Result<Config, FastPathError> {
+    pub(crate) fn read_config(&self) -> Result<Config, FastPathError> {
         let m: Array<&MapData, Config> = engine::typed_ref(&self.ebpf, names::CONFIG)?;
         m.get(&0, 0)
             .map_err(|e| FastPathError::Map(format!("CONFIG: {e}")))
     }
 
-    fn write_config(&mut self, cfg: Config) -> Result<(), FastPathError> {
+    pub(crate) fn write_config(&mut self, cfg: Config) -> Result<(), FastPathError> {
         let mut m: Array<&mut MapData, Config> = engine::typed(&mut self.ebpf, names::CONFIG)?;
         m.set(0, cfg, 0)
             .map_err(|e| FastPathError::Map(format!("CONFIG: {e}")))
