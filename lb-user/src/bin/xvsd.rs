@@ -301,6 +301,7 @@ fn run(cli: Cli) -> Result<(), String> {
             iface,
             hook = r.attached.mode.name(),
             adopted = r.attached.adopted,
+            replaced_stale = r.replaced_stale,
             redirect = r.redirect,
             "attached"
         );

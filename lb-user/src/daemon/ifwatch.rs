@@ -331,6 +331,7 @@ impl Watcher {
                             index,
                             hook = r.attached.mode.name(),
                             adopted = r.attached.adopted,
+                            replaced_stale = r.replaced_stale,
                             redirect = r.redirect,
                             took_us = us(),
                             "attached (matched --iface-match)"
