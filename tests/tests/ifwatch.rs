@@ -124,6 +124,20 @@ fn forwarded(lb: &Netns) -> u64 {
     values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
+/// The interfaces redirects may transmit on (the pinned TX_PORTS map's keys).
+fn tx_ports(dirs: &DaemonDirs) -> Vec<u32> {
+    let data = aya::maps::MapData::from_pin(dirs.pin_dir.join("TX_PORTS")).unwrap();
+    let m = aya::maps::DevMapHash::try_from(aya::maps::Map::DevMapHash(data)).unwrap();
+    let mut k: Vec<u32> = m.keys().map(|k| k.unwrap()).collect();
+    k.sort();
+    k
+}
+
+fn index_of(ns: &Netns, dev: &str) -> u32 {
+    let out = ns.ip(&["-o", "link", "show", dev]);
+    out.split(':').next().unwrap().trim().parse().unwrap()
+}
+
 fn xvsadm(dirs: &DaemonDirs, args: &[&str]) -> Output {
     Command::new(bin("xvsadm"))
         .args(args)
@@ -198,8 +212,12 @@ fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
         answered.as_secs_f64() * 1000.0
     );
     assert!(attach_ms < 100.0, "attached after {attach_ms} ms");
+    // Its very first SYN was balanced: one passed to the kernel instead finds no route to the
+    // VIP (the connection fails) or, lost, is retransmitted only after a second.
     assert!(answered < Duration::from_millis(1000), "{answered:?}");
     assert!(dirs.pin_dir.join("link_xdp_pod1").exists());
+    let pod1 = index_of(&topo.lb, "pod1");
+    assert!(tx_ports(&dirs).contains(&pod1), "{:?}", tx_ports(&dirs));
 
     // More from the pod, TCP and UDP, in rr order; replies come from the VIP.
     assert_eq!(tcp_ask(&pod.ns, None, vip), "rs2");
@@ -228,6 +246,8 @@ fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
         log_text(&log)
     );
     assert!(!dirs.pin_dir.join("link_xdp_pod1").exists());
+    assert!(!tx_ports(&dirs).contains(&pod1));
+    assert_eq!(tx_ports(&dirs).len(), 4, "the balancer's own four stay");
     assert_eq!(tcp_ask(&topo.client, None, vip), "rs3");
     drop(pod);
 
@@ -263,8 +283,11 @@ fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
     topo.lb.ip(&["link", "set", "pod2", "name", "pod2b"]);
     assert!(eventually(|| dirs.pin_dir.join("link_xdp_pod2b").exists()));
     assert!(!dirs.pin_dir.join("link_xdp_pod2").exists());
+    let pod2_index = index_of(&topo.lb, "pod2b");
+    assert!(tx_ports(&dirs).contains(&pod2_index));
     topo.lb.ip(&["link", "set", "pod2b", "name", "other2"]);
     assert!(eventually(|| !dirs.pin_dir.join("link_xdp_pod2b").exists()));
+    assert!(!tx_ports(&dirs).contains(&pod2_index));
     let link = topo.lb.ip(&["-d", "link", "show", "other2"]);
     assert!(!link.contains("xdp"), "still has XDP: {link}");
     no_errors(&log);
