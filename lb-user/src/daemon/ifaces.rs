@@ -147,3 +147,30 @@ pub fn present_ifaces() -> Vec<(u32, String)> {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_ifaces_are_the_xdp_link_pins_only() {
+        let dir = std::env::temp_dir().join(format!("xvs-pinned-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "link_xdp_veth1",
+            "link_xdp_eth0",
+            "SERVICES",
+            "link_tc_veth2",
+        ] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        assert_eq!(pinned_ifaces(&dir), vec!["eth0", "veth1"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(pinned_ifaces(&dir).is_empty());
+    }
+
+    #[test]
+    fn present_ifaces_include_loopback() {
+        assert!(present_ifaces().iter().any(|(_, n)| n == "lo"));
+    }
+}
