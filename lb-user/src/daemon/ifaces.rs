@@ -153,7 +153,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pinned_ifaces_are_the_xdp_link_pins_only() {
+    fn pinned_ifaces_are_those_with_link_pins() {
         let dir = std::env::temp_dir().join(format!("xvs-pinned-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for f in [
@@ -161,10 +161,11 @@ mod tests {
             "link_xdp_eth0",
             "SERVICES",
             "link_tc_veth2",
+            "link_tc_eth0",
         ] {
             std::fs::write(dir.join(f), b"").unwrap();
         }
-        assert_eq!(pinned_ifaces(&dir), vec!["eth0", "veth1"]);
+        assert_eq!(pinned_ifaces(&dir), vec!["eth0", "veth1", "veth2"]);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(pinned_ifaces(&dir).is_empty());
     }
