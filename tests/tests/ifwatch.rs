@@ -11,7 +11,7 @@ use lb_user::ctl::Response;
 use lb_user::model::{Destination, Op, ServiceConfig, ServiceKey};
 use xvs_tests::daemon::{bin, Daemon, DaemonDirs, Teardown};
 use xvs_tests::netns::{run, Netns, Topology};
-use xvs_tests::servers::{serve, tcp_ask, udp_ask};
+use xvs_tests::servers::{serve, tcp_ask, udp_ask, Conn};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 
@@ -27,14 +27,40 @@ fn rr_ops() -> Vec<Op> {
     ops
 }
 
+/// The hook everything is attached at in a test: XDP generic, or tc (what auto, the default
+/// --mode, picks on veths).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Generic,
+    Auto,
+}
+
+impl Hook {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Hook::Generic => &["--mode", "generic"],
+            Hook::Auto => &[],
+        }
+    }
+
+    /// The pin of an interface's link.
+    fn pin(self, iface: &str) -> String {
+        match self {
+            Hook::Generic => format!("link_xdp_{iface}"),
+            Hook::Auto => format!("link_tc_{iface}"),
+        }
+    }
+}
+
 /// xvsd on the topology's balancer: its own interfaces by name, pods' by pattern.
-fn start(topo: &Topology, dirs: &DaemonDirs, log: &Path) -> Daemon {
+fn start(topo: &Topology, dirs: &DaemonDirs, log: &Path, hook: Hook) -> Daemon {
     let mut args: Vec<String> = topo
         .lb_ifaces()
         .into_iter()
         .flat_map(|i| ["--iface".to_string(), i])
         .collect();
-    args.extend(["--iface-match", "pod*", "--mode", "generic"].map(String::from));
+    args.extend(["--iface-match", "pod*"].map(String::from));
+    args.extend(hook.args().iter().map(|a| a.to_string()));
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     Daemon::start_logged(&topo.lb, dirs, &a, log, "info")
 }
@@ -178,16 +204,26 @@ fn no_errors(log: &Path) {
 }
 
 #[test]
-fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
-    let topo = Topology::new("iw", 3);
+fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes_xdp() {
+    pod_lifecycle(Hook::Generic, "iwx");
+}
+
+#[test]
+fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes_tc() {
+    pod_lifecycle(Hook::Auto, "iwt");
+}
+
+fn pod_lifecycle(hook: Hook, tag: &str) {
+    let xdp = hook == Hook::Generic;
+    let topo = Topology::new(tag, 3);
     let _servers: Vec<_> = (0..3)
         .map(|i| serve(&topo.backends[i], 8080, &format!("rs{}", i + 1)))
         .collect();
-    let dirs = DaemonDirs::new("ifwatch");
+    let dirs = DaemonDirs::new(tag);
     let _cleanup = Teardown(dirs.clone());
     std::fs::create_dir_all(&dirs.state_dir).unwrap();
     let log = dirs.state_dir.join("xvsd.log");
-    let d = start(&topo, &dirs, &log);
+    let d = start(&topo, &dirs, &log, hook);
     assert_eq!(d.apply(rr_ops()), Response::Ok);
     let vip = SocketAddrV4::new(VIP, 80);
     // One round from the node's static client: the balancer then knows every backend's MAC
@@ -197,7 +233,7 @@ fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
 
     // The pod's veth appears; its first connection goes out right after the addresses are set.
     let fwd = forwarded(&topo.lb);
-    let (pod, wall, t0) = link_pod(&topo, "iwp", "pod1", 1);
+    let (pod, wall, t0) = link_pod(&topo, &format!("{tag}p"), "pod1", 1);
     assert_eq!(
         tcp_ask(&pod.ns, None, vip),
         "rs3",
@@ -207,7 +243,7 @@ fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
     assert!(eventually(|| log_text(&log).contains("iface=pod1")));
     let attach_ms = logged_after(&log, "attached (matched --iface-match) iface=pod1", wall);
     eprintln!(
-        "pod1: attached {attach_ms:.1} ms after the link was created; first answer through the \
+        "{tag}: pod1 attached {attach_ms:.1} ms after the link was created; first answer through the \
          VIP after {:.1} ms",
         answered.as_secs_f64() * 1000.0
     );
@@ -215,9 +251,15 @@ fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
     // Its very first SYN was balanced: one passed to the kernel instead finds no route to the
     // VIP (the connection fails) or, lost, is retransmitted only after a second.
     assert!(answered < Duration::from_millis(1000), "{answered:?}");
-    assert!(dirs.pin_dir.join("link_xdp_pod1").exists());
+    assert!(dirs.pin_dir.join(hook.pin("pod1")).exists());
     let pod1 = index_of(&topo.lb, "pod1");
-    assert!(tx_ports(&dirs).contains(&pod1), "{:?}", tx_ports(&dirs));
+    // XDP redirects may transmit on it (tc ones need no list).
+    assert_eq!(
+        tx_ports(&dirs).contains(&pod1),
+        xdp,
+        "{:?}",
+        tx_ports(&dirs)
+    );
 
     // More from the pod, TCP and UDP, in rr order; replies come from the VIP.
     assert_eq!(tcp_ask(&pod.ns, None, vip), "rs2");
@@ -227,7 +269,7 @@ fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
         ("rs3", SocketAddrV4::new(VIP, 53).into())
     );
     assert_eq!(tcp_ask(&topo.client, None, vip), "rs1");
-    // Both ways went by redirect (the pod's veth is in TX_PORTS): nothing the kernel forwarded.
+    // Both ways went by redirect (into the pod's veth too): nothing the kernel forwarded.
     assert_eq!(forwarded(&topo.lb), fwd, "the stack forwarded packets");
     assert_eq!(
         tcp_conns(&dirs),
@@ -245,9 +287,13 @@ fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
         "{}",
         log_text(&log)
     );
-    assert!(!dirs.pin_dir.join("link_xdp_pod1").exists());
+    assert!(!dirs.pin_dir.join(hook.pin("pod1")).exists());
     assert!(!tx_ports(&dirs).contains(&pod1));
-    assert_eq!(tx_ports(&dirs).len(), 4, "the balancer's own four stay");
+    assert_eq!(
+        tx_ports(&dirs).len(),
+        if xdp { 4 } else { 0 },
+        "the balancer's own stay"
+    );
     assert_eq!(tcp_ask(&topo.client, None, vip), "rs3");
     drop(pod);
 
@@ -268,28 +314,34 @@ fn a_pod_linked_after_start_is_balanced_at_once_and_detached_when_it_goes() {
     c.stdin.take().unwrap().write_all(batch.as_bytes()).unwrap();
     assert!(c.wait().unwrap().success());
     // The daemon has seen the last deletion once a link made after it is attached.
-    let (pod2, _, _) = link_pod(&topo, "iwq", "pod2", 2);
+    let (pod2, _, _) = link_pod(&topo, &format!("{tag}q"), "pod2", 2);
     assert!(eventually(|| log_text(&log).contains("iface=pod2")));
     let pins: Vec<String> = std::fs::read_dir(&dirs.pin_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("link_xdp_pod"))
+        .filter(|n| n.starts_with("link_") && n.contains("_pod"))
         .collect();
-    assert_eq!(pins, vec!["link_xdp_pod2".to_string()]);
+    assert_eq!(pins, vec![hook.pin("pod2")]);
     assert_eq!(tcp_ask(&pod2.ns, None, vip), "rs2");
 
     // Renamed: still attached under its new name while it matches, detached when it no longer does.
     topo.lb.ip(&["link", "set", "pod2", "down"]);
     topo.lb.ip(&["link", "set", "pod2", "name", "pod2b"]);
-    assert!(eventually(|| dirs.pin_dir.join("link_xdp_pod2b").exists()));
-    assert!(!dirs.pin_dir.join("link_xdp_pod2").exists());
+    assert!(eventually(|| dirs.pin_dir.join(hook.pin("pod2b")).exists()));
+    assert!(!dirs.pin_dir.join(hook.pin("pod2")).exists());
     let pod2_index = index_of(&topo.lb, "pod2b");
-    assert!(tx_ports(&dirs).contains(&pod2_index));
+    assert_eq!(tx_ports(&dirs).contains(&pod2_index), xdp);
     topo.lb.ip(&["link", "set", "pod2b", "name", "other2"]);
-    assert!(eventually(|| !dirs.pin_dir.join("link_xdp_pod2b").exists()));
+    assert!(eventually(|| !dirs
+        .pin_dir
+        .join(hook.pin("pod2b"))
+        .exists()));
     assert!(!tx_ports(&dirs).contains(&pod2_index));
     let link = topo.lb.ip(&["-d", "link", "show", "other2"]);
     assert!(!link.contains("xdp"), "still has XDP: {link}");
+    // Nothing balances its traffic any more: the balancer's kernel has no route to the VIP.
+    topo.lb.ip(&["link", "set", "other2", "up"]);
+    assert!(Conn::open(&pod2.ns, None, vip).is_err());
     no_errors(&log);
     d.stop();
     drop(pod2);
@@ -305,7 +357,7 @@ fn a_restart_adopts_pods_that_stayed_and_forgets_those_that_went() {
     let _cleanup = Teardown(dirs.clone());
     std::fs::create_dir_all(&dirs.state_dir).unwrap();
     let log = dirs.state_dir.join("xvsd.log");
-    let d = start(&topo, &dirs, &log);
+    let d = start(&topo, &dirs, &log, Hook::Generic);
     assert_eq!(d.apply(rr_ops()), Response::Ok);
     let vip = SocketAddrV4::new(VIP, 80);
     let (stay, _, _) = link_pod(&topo, "irs", "pods", 1);
@@ -332,7 +384,7 @@ fn a_restart_adopts_pods_that_stayed_and_forgets_those_that_went() {
     let (late, _, _) = link_pod(&topo, "irl", "podl", 3);
 
     let log2 = dirs.state_dir.join("xvsd2.log");
-    let d = start(&topo, &dirs, &log2);
+    let d = start(&topo, &dirs, &log2, Hook::Generic);
     let l = log_text(&log2);
     assert!(
         l.contains("removed the pinned link of an interface that is gone iface=\"podg\""),
