@@ -177,7 +177,12 @@ fn native_mode_falls_back_to_generic_where_the_driver_refuses() {
     )
     .unwrap();
     let log_path = std::env::temp_dir().join(format!("xvs-fb-{}.log", std::process::id()));
-    let d = Daemon::start_with(&ns, &dirs, &["--iface", "br0", "--mode", "native"], Stdio::from(log));
+    let d = Daemon::start_with(
+        &ns,
+        &dirs,
+        &["--iface", "br0", "--mode", "native"],
+        Stdio::from(log),
+    );
     d.stop();
     let log = std::fs::read_to_string(&log_path).unwrap();
     let _ = std::fs::remove_file(&log_path);

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_user::ctl::DEFAULT_SOCKET;
+use lb_user::daemon::ifaces::{self, attach_iface, AttachOpts};
+use lb_user::daemon::ifwatch::{LinkSocket, Patterns, Tracker, Watcher};
 use lb_user::daemon::{checks, engine_of, estimator, rules, server, Mode as NodeMode, Node};
-use lb_user::fastpath::{links, AttachMode, FastPath, FastPathConfig};
+use lb_user::fastpath::{ifindex, links, AttachMode, FastPath, FastPathConfig};
 use lb_user::ipvs_nl::IpvsClient;
 use lb_user::model::Table;
 use lb_user::snapshot::EngineKind;
@@ -27,6 +29,11 @@ struct Cli {
     /// `NAME:HOOK` chooses the hook for this one (auto, native, generic or tc).
     #[arg(long = "iface")]
     ifaces: Vec<String>,
+    /// Also attach to every interface whose name matches this shell glob (e.g. 'veth*',
+    /// 'cali*'), present at start or appearing later, and detach from those that go away;
+    /// repeat for several. `PATTERN:HOOK` chooses the hook for those it matches.
+    #[arg(long = "iface-match", value_name = "PATTERN")]
+    iface_match: Vec<String>,
     /// Rules file in ipvsadm-save format (`ipvsadm -S -n` / `xvsadm -S -n`); reread on SIGHUP.
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -94,18 +101,18 @@ impl Mode {
             .map_err(|_| format!("unknown hook {s:?} (auto, native, generic or tc)"))
     }
 
-    /// The hook for `iface`: auto picks the faster one for the device.
-    fn resolve(self, iface: &str) -> AttachMode {
+    /// The hook it fixes; None for auto (`attach_iface` picks the faster one for the device).
+    fn fixed(self) -> Option<AttachMode> {
         match self {
-            Mode::Auto => AttachMode::default_for(checks::is_virtual(iface)),
-            Mode::Native => AttachMode::Native,
-            Mode::Generic => AttachMode::Generic,
-            Mode::Tc => AttachMode::Tc,
+            Mode::Auto => None,
+            Mode::Native => Some(AttachMode::Native),
+            Mode::Generic => Some(AttachMode::Generic),
+            Mode::Tc => Some(AttachMode::Tc),
         }
     }
 }
 
-/// `NAME` or `NAME:HOOK`.
+/// `NAME` or `NAME:HOOK` (an interface or an --iface-match pattern).
 fn iface_and_mode(spec: &str, default: Mode) -> Result<(&str, Mode), String> {
     match spec.rsplit_once(':') {
         Some((name, hook)) => Ok((name, Mode::parse(hook)?)),
@@ -207,15 +214,24 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         return Ok(());
     }
-    if cli.ifaces.is_empty() {
-        return Err("name at least one interface: xvsd --iface IF [--iface IF ...]".into());
+    if cli.ifaces.is_empty() && cli.iface_match.is_empty() {
+        return Err(
+            "name at least one interface: xvsd --iface IF [--iface IF ...] or --iface-match PATTERN"
+                .into(),
+        );
     }
-    let ifaces = cli
+    let named = cli
         .ifaces
         .iter()
         .map(|spec| iface_and_mode(spec, cli.mode).map(|(n, m)| (n.to_string(), m)))
         .collect::<Result<Vec<_>, _>>()?;
-    checks::interfaces(&ifaces.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>())?;
+    checks::interfaces(&named.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>())?;
+    let patterns = Patterns::new(
+        &cli.iface_match
+            .iter()
+            .map(|spec| iface_and_mode(spec, cli.mode).map(|(p, m)| (p.to_string(), m.fixed())))
+            .collect::<Result<Vec<_>, _>>()?,
+    )?;
     let _lock = checks::lock(&cli.state_dir)?;
     let desired = match &cli.rules {
         Some(p) => {
@@ -256,26 +272,47 @@ fn run(cli: Cli) -> Result<(), String> {
             Table::new(),
         ),
     };
-    for (iface, hook) in &ifaces {
+    // Links a previous daemon pinned for interfaces this one does not serve: gone from the
+    // node, or no longer named or matched. Their pins go (a deleted interface's link is
+    // defunct; an unserved one would keep running the old program).
+    for iface in ifaces::pinned_ifaces(&cli.pin_dir) {
+        let index = ifindex(&iface).ok();
+        if index.is_some() && (named.iter().any(|(n, _)| *n == iface) || patterns.matches(&iface)) {
+            continue;
+        }
+        match ifaces::detach_iface(&mut fp, &iface, index) {
+            Ok(_) if index.is_none() => {
+                tracing::info!(
+                    iface,
+                    "removed the pinned link of an interface that is gone"
+                )
+            }
+            Ok(_) => tracing::info!(
+                iface,
+                "detached: no longer named by --iface or --iface-match"
+            ),
+            Err(e) => tracing::warn!(iface, "stale pinned link: {e}"),
+        }
+    }
+    for (iface, hook) in &named {
         let iface = iface.as_str();
-        let mode = hook.resolve(iface);
-        let redirect =
-            cli.redirect_virtual || !checks::is_virtual(iface) || mode == AttachMode::Generic;
-        let a = fp
-            .attach_persistent(iface, mode, redirect)
-            .map_err(|e| e.to_string())?;
-        if a.fell_back {
+        let opts = AttachOpts {
+            hook: hook.fixed(),
+            redirect_virtual: cli.redirect_virtual,
+        };
+        let r = attach_iface(&mut fp, &opts, iface).map_err(|e| e.to_string())?;
+        if r.attached.fell_back {
             tracing::warn!(
                 iface,
                 "native XDP refused by the driver; attached in generic mode (slower)"
             );
         }
-        let redirect = redirect || a.mode == AttachMode::Generic;
         tracing::info!(
             iface,
-            hook = a.mode.name(),
-            adopted = a.adopted,
-            redirect,
+            hook = r.attached.mode.name(),
+            adopted = r.attached.adopted,
+            replaced_stale = r.replaced_stale,
+            redirect = r.redirect,
             "attached"
         );
     }
@@ -288,6 +325,12 @@ fn run(cli: Cli) -> Result<(), String> {
             "balancing this node's own connections to VIPs at the socket"
         );
     }
+    // Subscribed before the first scan, so an interface that appears meanwhile is not missed.
+    let link_sock = if patterns.is_empty() {
+        None
+    } else {
+        Some(LinkSocket::open()?)
+    };
     let kernel = IpvsClient::new().map_err(|e| e.to_string());
     let mode = if cli.mirror_ipvs {
         if let Err(e) = &kernel {
@@ -318,6 +361,24 @@ fn run(cli: Cli) -> Result<(), String> {
         );
     }
     let node = Arc::new(Mutex::new(node));
+    if let Some(sock) = link_sock {
+        let fixed: Vec<u32> = named.iter().filter_map(|(i, _)| ifindex(i).ok()).collect();
+        let mut w = Watcher {
+            node: node.clone(),
+            redirect_virtual: cli.redirect_virtual,
+            tracker: Tracker::new(patterns, fixed),
+        };
+        w.scan();
+        tracing::info!(
+            patterns = ?cli.iface_match,
+            attached = w.tracker.attached().len(),
+            "following interfaces"
+        );
+        std::thread::Builder::new()
+            .name("ifwatch".into())
+            .spawn(move || w.follow(sock))
+            .map_err(|e| format!("interface watcher: {e}"))?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -7,6 +7,8 @@
 //! daemon only reads it, every sync period, and accelerates what the fast path supports.
 pub mod checks;
 pub mod estimator;
+pub mod ifaces;
+pub mod ifwatch;
 pub mod kernel;
 pub mod rules;
 pub mod server;

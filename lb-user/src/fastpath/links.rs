@@ -3,12 +3,13 @@
 //! link in place (an upgrade without a moment of no program).
 use std::path::{Path, PathBuf};
 
+use aya::maps::{DevMapHash, MapData};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions, TcAttachType};
 use aya::programs::{LinkOrder, XdpMode};
-use lb_common::prog_names;
+use lb_common::{map_names as names, prog_names};
 
-use super::{ifindex, AttachMode, FastPath, FastPathError};
+use super::{engine, ifindex, AttachMode, FastPath, FastPathError};
 
 /// How an interface ended up attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,20 +68,26 @@ impl FastPath {
             let fd: FdLink = PinnedLink::from_pin(&pin)
                 .map_err(|e| attach_err(format!("pinned link {}: {e}", pin.display())))?
                 .into();
+            // The pin keeps the link alive, as for a new attachment: the program keeps no
+            // reference of its own, so removing the pin (detach_persistent) detaches.
             if mode == AttachMode::Tc {
                 let link = SchedClassifierLink::try_from(fd).map_err(|e| {
                     attach_err(format!("pinned link {} is not tc: {e}", pin.display()))
                 })?;
-                self.tc_program()?
+                let prog = self.tc_program()?;
+                let id = prog
                     .attach_to_link(link)
                     .map_err(|e| attach_err(format!("replacing the program in place: {e:#}")))?;
+                drop(prog.take_link(id));
             } else {
                 let link = aya::programs::xdp::XdpLink::try_from(fd).map_err(|e| {
                     attach_err(format!("pinned link {} is not XDP: {e}", pin.display()))
                 })?;
-                self.xdp_program(prog_names::XDP)?
+                let prog = self.xdp_program(prog_names::XDP)?;
+                let id = prog
                     .attach_to_link(link)
                     .map_err(|e| attach_err(format!("replacing the program in place: {e:#}")))?;
+                drop(prog.take_link(id));
             }
             outcome.adopted = true;
         } else {
@@ -133,6 +140,46 @@ impl FastPath {
             self.allow_xdp_redirect(ifidx)?;
         }
         Ok(outcome)
+    }
+}
+
+impl FastPath {
+    /// Undoes `attach_persistent` for `iface`, at whichever hook it is: removes its links'
+    /// pins (which detaches the program if the interface still exists; the link of a deleted
+    /// one is already defunct) and its `TX_PORTS` entry (`ifindex`: the interface's index, if
+    /// known; the entry of a deleted interface is gone already). Returns whether there was a
+    /// pin.
+    pub fn detach_persistent(
+        &mut self,
+        iface: &str,
+        ifindex: Option<u32>,
+    ) -> Result<bool, FastPathError> {
+        let pin_dir =
+            self.config().pin_dir.clone().ok_or_else(|| {
+                FastPathError::Load("persistent detach needs a pin directory".into())
+            })?;
+        let mut had = false;
+        for mode in [AttachMode::Native, AttachMode::Tc] {
+            let pin = link_pin(&pin_dir, iface, mode);
+            if !pin.exists() {
+                continue;
+            }
+            had = true;
+            // Unpinning and dropping the last reference detaches the program.
+            if let Ok(l) = PinnedLink::from_pin(&pin) {
+                drop(l.unpin());
+            }
+            if pin.exists() {
+                std::fs::remove_file(&pin)
+                    .map_err(|e| FastPathError::Map(format!("removing {}: {e}", pin.display())))?;
+            }
+        }
+        if let Some(i) = ifindex {
+            let mut tx: DevMapHash<&mut MapData> = engine::typed(self.ebpf_mut(), names::TX_PORTS)?;
+            // Absent (never listed, or removed by the kernel with the device) is fine.
+            let _ = tx.remove(i);
+        }
+        Ok(had)
     }
 }
 
