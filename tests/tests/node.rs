@@ -230,3 +230,47 @@ fn a_restart_keeps_a_long_stream_on_each_hook() {
         d.stop();
     }
 }
+
+/// A VIP that is a local address of the node (as kube-proxy puts VIPs on kube-ipvs0) answering
+/// an on-link client address the node never resolved (a secondary address: its ARP requests
+/// carry the primary one): the reply must not depend on a neighbour entry nothing resolves.
+/// tc lets the kernel resolve it (bpf_redirect_neigh); XDP asks the daemon, which makes it a
+/// managed neighbour, and the client's SYN retransmission then gets through.
+#[test]
+fn a_local_vip_answers_an_unresolved_on_link_client() {
+    for hook in ["native", "tc"] {
+        let topo = Topology::new(&format!("lv{}", &hook[..1]), 1);
+        let _server = serve(&topo.backends[0], 8080, "rs1");
+        topo.lb.ip(&["addr", "add", "10.0.0.100/32", "dev", "lo"]);
+        topo.client
+            .ip(&["addr", "add", "10.10.0.50/24", "dev", "c0"]);
+        let dirs = DaemonDirs::new(&format!("lv-{hook}"));
+        let _cleanup = Teardown(dirs.clone());
+        let _peers = peers(&topo, hook);
+        let d = start(&topo, &dirs, hook);
+        let key = ServiceKey::tcp(VIP, 80);
+        assert_eq!(d.apply(service_ops(key, "rr", 8080, &[1])), Response::Ok);
+        let vip = SocketAddrV4::new(VIP, 80);
+        // The client resolves its gateway from its primary address first; later packets from
+        // the secondary one need no ARP, so the balancer never learns that address.
+        assert_eq!(tcp_ask(&topo.client, None, vip), "rs1");
+        let neigh = topo.lb.ip(&["neigh", "show", "10.10.0.50"]);
+        assert!(
+            !neigh.contains("lladdr"),
+            "{hook}: resolved before the test: {neigh}"
+        );
+        let src = Some(Ipv4Addr::new(10, 10, 0, 50));
+        let mut c = Conn::open(&topo.client, src, vip)
+            .unwrap_or_else(|e| panic!("{hook}: the reply never reached the client: {e}"));
+        assert_eq!(c.ask().unwrap(), "rs1", "{hook}");
+        let neigh = topo.lb.ip(&["neigh", "show", "10.10.0.50"]);
+        assert!(neigh.contains("lladdr"), "{hook}: {neigh}");
+        if hook == "native" {
+            assert!(
+                neigh.contains("managed"),
+                "{hook}: the daemon resolved it: {neigh}"
+            );
+        }
+        d.stop();
+    }
+}

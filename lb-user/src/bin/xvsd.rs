@@ -387,6 +387,25 @@ fn run(cli: Cli) -> Result<(), String> {
     rt.block_on(serve(cli, node))
 }
 
+/// Every 50 ms, makes the next hops XDP found unresolved managed neighbours (see daemon::neigh).
+async fn resolve_wanted_neighbours(node: Arc<Mutex<Node>>) {
+    let mut t = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        t.tick().await;
+        let wanted = node
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fast_path()
+            .take_wanted_neighbours();
+        for (ifindex, addr) in wanted.unwrap_or_default() {
+            match lb_user::daemon::neigh::resolve_managed(ifindex, addr) {
+                Ok(()) => tracing::debug!(ifindex, %addr, "resolving a next hop for XDP"),
+                Err(e) => tracing::warn!(ifindex, %addr, "cannot resolve a next hop: {e}"),
+            }
+        }
+    }
+}
+
 async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     let sock = cli
         .state_dir
@@ -417,7 +436,8 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
                 node.tick_with(all);
             }
             n += 1;
-            // Expired connections are reclaimed every 10 s (the LRU also evicts under pressure).
+            // Expired connections are reclaimed every 10 s (a full table refuses new ones
+            // meanwhile; it never evicts a live one).
             if n.is_multiple_of(5) {
                 if let Ok(k) = node.fast_path().reclaim_expired() {
                     if k > 0 {
@@ -427,6 +447,7 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
             }
         }
     });
+    tokio::spawn(resolve_wanted_neighbours(node.clone()));
     if cli.bpf_log {
         tokio::spawn(drain_bpf_log(node.clone()));
     }

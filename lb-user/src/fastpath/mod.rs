@@ -128,7 +128,7 @@ pub struct FastPath {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
-const MAP_NAMES: [&str; 12] = [
+const MAP_NAMES: [&str; 13] = [
     names::SERVICES,
     names::SCHED_SLOTS,
     names::DESTS,
@@ -141,6 +141,7 @@ const MAP_NAMES: [&str; 12] = [
     names::PATH_STATS,
     names::SOCK_CONNS,
     names::SOCK_REV,
+    names::NEIGH_WANTED,
 ];
 
 impl FastPath {
@@ -451,6 +452,23 @@ impl FastPath {
                 iface: iface.to_string(),
                 msg: format!("{e:#}"),
             })
+    }
+
+    /// Takes the next hops XDP found without a neighbour entry (NEIGH_WANTED): (ifindex,
+    /// address) pairs for the daemon to resolve.
+    pub fn take_wanted_neighbours(
+        &mut self,
+    ) -> Result<Vec<(u32, std::net::Ipv4Addr)>, FastPathError> {
+        let mut m: aya::maps::HashMap<&mut MapData, lb_common::NeighKey, u64> =
+            engine::typed(&mut self.ebpf, names::NEIGH_WANTED)?;
+        let keys: Vec<lb_common::NeighKey> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in &keys {
+            let _ = m.remove(k);
+        }
+        Ok(keys
+            .into_iter()
+            .map(|k| (k.ifindex, std::net::Ipv4Addr::from(u32::from_be(k.addr))))
+            .collect())
     }
 
     /// The packet-path counters (lb_common::path::*), summed over CPUs.
