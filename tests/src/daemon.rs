@@ -33,6 +33,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct DaemonDirs {
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// --conn-table-size (small: tests run in parallel).
+    pub conn_table_size: u32,
 }
 
 impl DaemonDirs {
@@ -41,6 +43,7 @@ impl DaemonDirs {
         DaemonDirs {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/xvs-t-{id}")),
             state_dir: std::env::temp_dir().join(format!("xvs-t-{id}")),
+            conn_table_size: 16384,
         }
     }
 
@@ -55,7 +58,7 @@ impl DaemonDirs {
             "--state-dir".into(),
             self.state_dir.display().to_string(),
             "--conn-table-size".into(),
-            "16384".into(),
+            self.conn_table_size.to_string(),
             "--max-services".into(),
             "1024".into(),
             "--max-dests".into(),
@@ -178,4 +181,14 @@ impl Drop for Teardown {
         let _ = self.0.try_teardown();
         let _ = std::fs::remove_dir_all(&self.0.state_dir);
     }
+}
+
+/// A fast-path verdict counter (lb_common::path::*) of the daemon's pinned PATH_STATS map,
+/// summed over CPUs.
+pub fn path_stat(dirs: &DaemonDirs, index: u32) -> u64 {
+    let data = aya::maps::MapData::from_pin(dirs.pin_dir.join(lb_common::map_names::PATH_STATS))
+        .expect("pinned PATH_STATS");
+    let m: aya::maps::PerCpuArray<_, u64> =
+        aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).unwrap();
+    m.get(&index, 0).unwrap().iter().sum()
 }

@@ -274,3 +274,61 @@ fn a_local_vip_answers_an_unresolved_on_link_client() {
         d.stop();
     }
 }
+
+/// A SYN flood at 10x the connection table's size: new connections are refused and counted
+/// while the table is full, the established connection keeps flowing both ways, and once the
+/// flood stops the half-open entries are dropped (the kernel's drop_entry defence) so new
+/// connections are served again without waiting for their 60 s timeout.
+#[test]
+fn a_syn_flood_never_breaks_an_established_connection() {
+    let topo = Topology::new("flood", 3);
+    let _servers: Vec<_> = (0..3)
+        .map(|i| serve(&topo.backends[i], 8080, &format!("rs{}", i + 1)))
+        .collect();
+    let mut dirs = DaemonDirs::new("flood");
+    dirs.conn_table_size = 1024;
+    let _cleanup = Teardown(dirs.clone());
+    let args: Vec<String> = topo
+        .lb_ifaces()
+        .into_iter()
+        .flat_map(|i| ["--iface".to_string(), format!("{i}:tc")])
+        .collect();
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start(&topo.lb, &dirs, &extra);
+    let key = ServiceKey::tcp(VIP, 80);
+    assert_eq!(
+        d.apply(service_ops(key, "rr", 8080, &[1, 1, 1])),
+        Response::Ok
+    );
+    let vip = SocketAddrV4::new(VIP, 80);
+    let mut long = Conn::open(&topo.client, None, vip).unwrap();
+    assert_eq!(long.ask().unwrap(), "rs3");
+
+    let sent = xvs_tests::servers::syn_flood(&topo.client, vip, 10 * 1024);
+    assert_eq!(sent, 10 * 1024);
+    let refused = xvs_tests::daemon::path_stat(&dirs, lb_common::path::DROP_TABLE_FULL);
+    assert!(refused >= 9 * 1024, "refused {refused} of {sent}");
+    for _ in 0..5 {
+        assert_eq!(
+            long.ask().unwrap(),
+            "rs3",
+            "the established connection flows"
+        );
+    }
+    // Recovery: the daemon drops half-open entries idle over a second while the table is
+    // near full; a new connection is served again within a few seconds.
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(mut c) = Conn::open(&topo.client, None, vip) {
+            if c.ask().is_ok() {
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "no new connection served after the flood"
+        );
+    }
+    assert_eq!(long.ask().unwrap(), "rs3");
+    d.stop();
+}

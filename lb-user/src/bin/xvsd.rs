@@ -51,9 +51,11 @@ struct Cli {
     /// Control socket, lock and saved state.
     #[arg(long, global = true, default_value = "/run/xvs")]
     state_dir: PathBuf,
-    /// Connection table entries.
-    #[arg(long, global = true, default_value_t = 1 << 20)]
-    conn_table_size: u32,
+    /// Connection table entries (CONNS and REPLIES each). Default: about 1 % of the node's
+    /// memory at ~170 bytes a connection, a power of two between 65,536 and 4,194,304 (1,048,576
+    /// on a 24 GiB node). A full table refuses new connections; it never evicts a live one.
+    #[arg(long, global = true)]
+    conn_table_size: Option<u32>,
     #[arg(long, global = true, default_value_t = 65_536)]
     max_services: u32,
     #[arg(long, global = true, default_value_t = 1 << 19)]
@@ -244,7 +246,9 @@ fn run(cli: Cli) -> Result<(), String> {
         max_services: cli.max_services,
         max_dests: cli.max_dests,
         sched_slots: cli.sched_slots,
-        conn_table_size: cli.conn_table_size,
+        conn_table_size: cli
+            .conn_table_size
+            .unwrap_or_else(lb_user::fastpath::conns::default_table_size),
         pin_dir: Some(cli.pin_dir.clone()),
         bpf_log: cli.bpf_log,
         ..Default::default()
@@ -417,6 +421,10 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     tokio::spawn(async move {
         let mut t = tokio::time::interval(estimator::TICK);
         let mut n = 0u64;
+        let mut pressure = false;
+        // Refusals counted so far (the pinned counters outlive restarts: the first reading is
+        // the baseline).
+        let mut refused: Option<u64> = None;
         loop {
             t.tick().await;
             // The counters are read without the lock (at 50,000 services that read is the
@@ -436,13 +444,40 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
                 node.tick_with(all);
             }
             n += 1;
-            // Expired connections are reclaimed every 10 s (a full table refuses new ones
-            // meanwhile; it never evicts a live one).
-            if n.is_multiple_of(5) {
-                if let Ok(k) = node.fast_path().reclaim_expired() {
-                    if k > 0 {
-                        tracing::debug!(reclaimed = k, "expired connections");
+            // Expired connections are reclaimed every 10 s; with the table near full, every
+            // tick, half-open ones included (a full table refuses new connections meanwhile; it
+            // never evicts a live one).
+            if pressure || n.is_multiple_of(5) {
+                let capacity = node.fast_path().config().conn_table_size as usize;
+                match node.fast_path().reclaim(pressure) {
+                    Ok(r) => {
+                        if r.expired > 0 || r.half_open > 0 {
+                            tracing::debug!(
+                                expired = r.expired,
+                                half_open = r.half_open,
+                                entries = r.entries,
+                                "reclaimed connections"
+                            );
+                        }
+                        pressure = r.entries * 8 > capacity * 7;
                     }
+                    Err(e) => tracing::warn!("reclaiming connections: {e}"),
+                }
+            }
+            // New connections refused for a full table: one log line per 10 s at most.
+            if n.is_multiple_of(5) {
+                if let Ok(p) = node.fast_path().path_stats() {
+                    let full = p[lb_common::path::DROP_TABLE_FULL as usize];
+                    let before = refused.unwrap_or(full);
+                    if full > before {
+                        tracing::warn!(
+                            refused = full - before,
+                            capacity = node.fast_path().config().conn_table_size,
+                            "connection table full: new connections refused (established ones \
+                             keep flowing); raise --conn-table-size"
+                        );
+                    }
+                    refused = Some(full);
                 }
             }
         }
