@@ -41,6 +41,7 @@ pub mod map_names {
     pub const SOCK_CONNS: &str = "SOCK_CONNS";
     pub const SOCK_REV: &str = "SOCK_REV";
     pub const NEIGH_WANTED: &str = "NEIGH_WANTED";
+    pub const TC_BEHIND: &str = "TC_BEHIND";
 }
 
 /// Scheduler kinds the fast path walks. rr and wrr are both a precomputed period walked by
@@ -332,6 +333,10 @@ pub mod path {
     pub const SOCK_NO_DEST: u32 = 24;
     /// The socket table is full: the connection goes to the VIP unbalanced.
     pub const SOCK_TABLE_FULL: u32 = 25;
+    /// XDP: the packet's L4 checksum looks like a CHECKSUM_PARTIAL seed (a local sender's
+    /// packet on a virtual device); passed untouched to the tc program behind, which sees
+    /// the skb's checksum state and rewrites it correctly.
+    pub const PASS_CSUM_PARTIAL: u32 = 26;
     pub const N: u32 = 32;
 }
 

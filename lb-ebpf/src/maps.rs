@@ -73,3 +73,8 @@ pub static SOCK_REV: HashMap<SockKey, L4Addr> = HashMap::with_max_entries(1024, 
 /// Next hops XDP found without a neighbour entry, for the daemon to resolve (value: when).
 #[map(name = "NEIGH_WANTED")]
 pub static NEIGH_WANTED: LruHashMap<NeighKey, u64> = LruHashMap::with_max_entries(256, 0);
+
+/// Interfaces where the tc program runs behind the XDP one (ifindex -> 1): XDP leaves them
+/// packets whose checksum may be a CHECKSUM_PARTIAL seed, which only tc can rewrite right.
+#[map(name = "TC_BEHIND")]
+pub static TC_BEHIND: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);

@@ -128,7 +128,7 @@ pub struct FastPath {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
-const MAP_NAMES: [&str; 13] = [
+const MAP_NAMES: [&str; 14] = [
     names::SERVICES,
     names::SCHED_SLOTS,
     names::DESTS,
@@ -142,6 +142,7 @@ const MAP_NAMES: [&str; 13] = [
     names::SOCK_CONNS,
     names::SOCK_REV,
     names::NEIGH_WANTED,
+    names::TC_BEHIND,
 ];
 
 impl FastPath {
@@ -413,6 +414,15 @@ impl FastPath {
             self.allow_xdp_redirect(ifindex)?;
         }
         Ok(())
+    }
+
+    /// Puts the tc program behind the XDP one on `iface` (for this instance's life): XDP then
+    /// leaves it the packets whose checksum may be a CHECKSUM_PARTIAL seed. For XDP on
+    /// virtual devices with local senders (the daemon does it in `attach_persistent`).
+    pub fn attach_tc_behind(&mut self, iface: &str) -> Result<(), FastPathError> {
+        let ifindex = ifindex(iface)?;
+        self.attach(iface, AttachMode::Tc, false)?;
+        self.set_tc_behind(ifindex, true)
     }
 
     pub(crate) fn xdp_program(&mut self, name: &str) -> Result<&mut Xdp, FastPathError> {
