@@ -217,14 +217,12 @@ fn a_restart_keeps_a_long_stream_on_each_hook() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("link_") && !n.starts_with("link_sock"))
             .collect();
-        let want = if hook == "tc" {
-            "link_tc_"
-        } else {
-            "link_xdp_"
-        };
-        assert_eq!(links.len(), 4, "{hook}: {links:?}");
-        assert!(
-            links.iter().all(|l| l.starts_with(want)),
+        // XDP on a veth has tc behind it (for local senders' partial checksums).
+        let count = |p: &str| links.iter().filter(|l| l.starts_with(p)).count();
+        let want = if hook == "tc" { (0, 4) } else { (4, 4) };
+        assert_eq!(
+            (count("link_xdp_"), count("link_tc_")),
+            want,
             "{hook}: {links:?}"
         );
         d.stop();
