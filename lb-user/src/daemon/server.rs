@@ -614,7 +614,8 @@ async fn client(
                 };
                 let out = serde_json::to_vec(&Response::Error(msg)).unwrap_or_default();
                 write_answer(&mut stream, &out, cfg.client_timeout).await;
-                return 0;
+                // The refused request's buffer was as large as the limit: give it back.
+                return limit;
             }
             Ok(Err(ReadError::Io)) => return 0,
             Err(_) => {
