@@ -33,6 +33,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct DaemonDirs {
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// --max-dests (4,096 unless a test needs the daemon's default room).
+    pub max_dests: u32,
 }
 
 impl DaemonDirs {
@@ -41,6 +43,7 @@ impl DaemonDirs {
         DaemonDirs {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/xvs-t-{id}")),
             state_dir: std::env::temp_dir().join(format!("xvs-t-{id}")),
+            max_dests: 4096,
         }
     }
 
@@ -59,7 +62,7 @@ impl DaemonDirs {
             "--max-services".into(),
             "1024".into(),
             "--max-dests".into(),
-            "4096".into(),
+            self.max_dests.to_string(),
             "--sched-slots".into(),
             "65536".into(),
         ]

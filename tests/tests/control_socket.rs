@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use lb_user::ctl::{Request, Response};
 use lb_user::daemon::server::request;
-use lb_user::model::{Op, ServiceConfig, ServiceKey};
+use lb_user::model::{Destination, Op, ServiceConfig, ServiceKey};
 use xvs_tests::daemon::{bin, Daemon, DaemonDirs, Teardown};
 use xvs_tests::netns::Netns;
 
@@ -472,6 +472,59 @@ fn a_huge_request_is_refused_and_a_slow_reader_blocks_no_one() {
         serde_json::from_slice::<Response>(&out).unwrap(),
         Response::Snapshot(_)
     ));
+    d.stop();
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Add/edit/delete cycles through the socket: the daemon's memory levels off near where it
+/// started instead of growing with every destination ever created (it grew by 63 MB over
+/// 17,000 cycles of 10 destinations: the ids ran up towards --max-dests, and everything sized
+/// by the highest grew with them, and the blocking threads' allocator arenas kept what the
+/// requests freed).
+#[test]
+fn churn_through_the_socket_does_not_grow_the_daemon() {
+    let ns = veth_ns("churn");
+    let mut dirs = DaemonDirs::new("churn");
+    dirs.max_dests = 1 << 19;
+    let _cleanup = Teardown(dirs.clone());
+    let log = std::env::temp_dir().join(format!("xvs-churn-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let d = start(&ns, &dirs, &[], &log);
+    let dest =
+        |j: u32, w: u32| Destination::masq(std::net::Ipv4Addr::from(0x0af4_0001 + j), 8080, w);
+    let cycles = |from: u32, n: u32| {
+        for i in from..from + n {
+            let k = ServiceKey::tcp(std::net::Ipv4Addr::from(0x0a60_0000 + i % 1000), 80);
+            let mut add = vec![Op::AddService(k, ServiceConfig::with_scheduler("rr"))];
+            add.extend((0..10).map(|j| Op::AddDest(k, dest(j, 1))));
+            assert_eq!(d.apply(add), Response::Ok);
+            let edit = vec![
+                Op::EditService(k, ServiceConfig::with_scheduler("wrr")),
+                Op::EditDest(k, dest(0, 3)),
+            ];
+            assert_eq!(d.apply(edit), Response::Ok);
+            assert_eq!(d.apply(vec![Op::DelService(k)]), Response::Ok);
+        }
+    };
+    // Warm up (threads, arenas, first tables), then measure.
+    cycles(0, 300);
+    std::thread::sleep(Duration::from_secs(6));
+    let rss0 = status_kib(d.pid(), "VmRSS:");
+    let t0 = Instant::now();
+    cycles(300, 3000);
+    let busy = status_kib(d.pid(), "VmRSS:");
+    // Idle: a trim period passes.
+    std::thread::sleep(Duration::from_secs(6));
+    let idle = status_kib(d.pid(), "VmRSS:");
+    eprintln!(
+        "churn: 3,000 cycles of 10 destinations in {:?}: VmRSS {rss0} kB before, {busy} kB \
+         after, {idle} kB idle",
+        t0.elapsed()
+    );
+    assert!(
+        idle < rss0 + 4 * 1024,
+        "VmRSS {idle} kB idle after 3,000 cycles, {rss0} kB before"
+    );
     d.stop();
     let _ = std::fs::remove_file(&log);
 }

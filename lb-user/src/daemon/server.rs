@@ -423,6 +423,30 @@ impl Drop for Slot {
     }
 }
 
+/// Requests handled so far (for the trimmer).
+static HANDLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// How often the allocator's free memory is handed back after requests were handled.
+const TRIM_PERIOD: Duration = Duration::from_secs(5);
+
+/// Hands freed memory back every TRIM_PERIOD in which requests were handled. Each request is
+/// handled on one of tokio's blocking threads, each with a glibc arena of its own: freed
+/// small allocations stay in those arenas (measured: ~600 KiB more in each of 5 arenas over
+/// 12,000 add/edit/delete cycles, never returned), so a daemon that is changed often grew
+/// for good. Idle, it costs nothing.
+async fn trim_after_requests() {
+    let mut seen = 0;
+    let mut t = tokio::time::interval(TRIM_PERIOD);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        t.tick().await;
+        let n = HANDLED.load(std::sync::atomic::Ordering::Relaxed);
+        if n != seen {
+            seen = n;
+            let _ = tokio::task::spawn_blocking(release_freed_memory).await;
+        }
+    }
+}
+
 /// Hands the allocator's free memory back to the kernel. A 50,000-service `xvsadm -R` or
 /// listing allocates hundreds of MiB transiently (the JSON, the operations, the listing)
 /// that glibc would otherwise keep in the daemon's resident set for good.
@@ -494,6 +518,7 @@ pub async fn serve(listener: UnixListener, node: Arc<Mutex<Node>>, cfg: ServerCo
     let cfg = Arc::new(cfg);
     let slots = Slots::new(cfg.max_clients);
     let list_gid = cfg.list_group.as_ref().map(|g| g.1);
+    tokio::spawn(trim_after_requests());
     let mut last_emfile_log: Option<Instant> = None;
     let mut emfile_suppressed = 0u64;
     loop {
@@ -653,6 +678,7 @@ async fn client(
                     return 0;
                 }
                 // The lock is held in handle() only; the answer is serialized after it.
+                HANDLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let out = tokio::task::spawn_blocking(move || {
                     let resp = handle(&node, req);
                     serde_json::to_vec(&resp).unwrap_or_default()
