@@ -15,6 +15,7 @@
 //! through a pidfd the kernel gives for the socket's peer (SO_PEERPIDFD, Linux 6.5+): the
 //! status read counts only if that very process is still alive afterwards, so a reused pid
 //! can never lend its capabilities. Before 6.5, the process must also have the peer's uid.
+//! A client in a pid namespace this daemon cannot see (pid 0) is judged by its uid alone.
 //! What no check can see: a client that sends its request and then executes a program with
 //! file capabilities (the capability belongs to the program, the request to its caller); the
 //! check is made when the connection is accepted, before anything is read, to keep that
@@ -749,6 +750,31 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When every place is taken, the client waiting longest on its peer makes room; a client
+    /// whose request is being applied never does, nor an administrator for a listing client.
+    #[test]
+    fn a_full_server_drops_the_longest_waiting_client_it_may() {
+        let slots = Slots::new(3);
+        let admin = slots.acquire(Access::Admin).unwrap();
+        let busy = slots.acquire(Access::List).unwrap();
+        assert!(busy.on_peer(false));
+        let list = slots.acquire(Access::List).unwrap();
+        // The admin is the oldest waiting one, but a listing client may not push it out: the
+        // other listing client goes.
+        let newer = slots.acquire(Access::List).unwrap();
+        assert!(!list.on_peer(true), "the listing client was dropped");
+        assert!(admin.on_peer(true) && busy.on_peer(false));
+        // An admin pushes out the oldest waiting client, the admin.
+        let second = slots.acquire(Access::Admin).unwrap();
+        assert!(!admin.on_peer(true));
+        assert!(newer.on_peer(true) && second.on_peer(true));
+        // Every client busy with its request: nobody is dropped, the newcomer is refused.
+        assert!(newer.on_peer(false) && second.on_peer(false));
+        assert!(slots.acquire(Access::Admin).is_none());
+        drop(busy);
+        assert!(slots.acquire(Access::List).is_some());
+    }
 
     /// bind() leaves a listening socket at the path, no temporary file beside it, and replaces
     /// a stale socket file (a daemon that was killed leaves one).
