@@ -78,8 +78,9 @@ struct Cli {
     /// longest on its peer is dropped.
     #[arg(long, default_value_t = server::DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
-    /// How long a client may take to send its request (or to take each part of its answer)
-    /// before it is dropped (e.g. 5s, 500ms).
+    /// How long a client may stay silent while it sends its request, or take over each MiB of
+    /// its answer, before it is dropped (e.g. 5s, 500ms); the whole request must come within
+    /// 12 times this.
     #[arg(long, default_value = "5s", value_parser = parse_period)]
     client_timeout: Duration,
 }

@@ -25,8 +25,9 @@
 //! than `max_request` is refused after that many bytes (never read whole); at most
 //! `max_clients` connections are served at once, and when all are taken, the one that has
 //! waited longest on its peer (to send its request or to read its answer) is dropped for the
-//! newcomer; a client must send its whole request, and take each part of its answer, within
-//! `client_timeout`; the accept loop backs off instead of spinning when the process is out of
+//! newcomer; a client must keep sending its request (something every `client_timeout`, all of
+//! it within 12 times that) and take each MiB of its answer within `client_timeout`; the
+//! accept loop backs off instead of spinning when the process is out of
 //! descriptors (EMFILE, ENFILE), dropping waiting clients to free some. The node lock is held
 //! only while a request is applied, never while a client is read from or written to.
 use std::collections::BTreeMap;
@@ -589,17 +590,37 @@ pub async fn serve(listener: UnixListener, node: Arc<Mutex<Node>>, cfg: ServerCo
 enum ReadError {
     TooLarge,
     Io,
+    TimedOut,
 }
 
-/// The whole request (up to EOF), refused past `limit` bytes without reading on.
-async fn read_limited(stream: &mut UnixStream, limit: usize) -> Result<Vec<u8>, ReadError> {
+/// A client has this many client timeouts to send its whole request (if it keeps sending).
+const REQUEST_DEADLINE_FACTOR: u32 = 12;
+
+/// The whole request (up to EOF), refused past `limit` bytes without reading on. The client
+/// must send something every `idle` and be done within REQUEST_DEADLINE_FACTOR times that:
+/// a large request sent steadily is never cut off, one that trickles is.
+async fn read_limited(
+    stream: &mut UnixStream,
+    limit: usize,
+    idle: Duration,
+) -> Result<Vec<u8>, ReadError> {
+    const PART: usize = 64 << 10;
+    let deadline = Instant::now() + idle * REQUEST_DEADLINE_FACTOR;
     let mut buf = Vec::new();
-    let mut r = (&mut *stream).take(limit as u64 + 1);
-    r.read_to_end(&mut buf).await.map_err(|_| ReadError::Io)?;
-    if buf.len() > limit {
-        return Err(ReadError::TooLarge);
+    loop {
+        let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
+        buf.reserve(PART);
+        let n = tokio::time::timeout(wait, stream.read_buf(&mut buf))
+            .await
+            .map_err(|_| ReadError::TimedOut)?
+            .map_err(|_| ReadError::Io)?;
+        if buf.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        if n == 0 {
+            return Ok(buf);
+        }
     }
-    Ok(buf)
 }
 
 /// Writes the answer in parts, each within the client timeout: a client that stops reading
@@ -628,10 +649,9 @@ async fn client(
             Access::Admin => cfg.max_request,
             _ => LIST_MAX_REQUEST.min(cfg.max_request),
         };
-        let read = tokio::time::timeout(cfg.client_timeout, read_limited(&mut stream, limit)).await;
-        let buf = match read {
-            Ok(Ok(buf)) => buf,
-            Ok(Err(ReadError::TooLarge)) => {
+        let buf = match read_limited(&mut stream, limit, cfg.client_timeout).await {
+            Ok(buf) => buf,
+            Err(ReadError::TooLarge) => {
                 client_warn!(&peer, limit, "control socket: request too large, refused");
                 let msg = if peer.access == Access::Admin {
                     format!("request too large: more than {limit} bytes (xvsd --max-request-size)")
@@ -643,8 +663,8 @@ async fn client(
                 // The refused request's buffer was as large as the limit: give it back.
                 return limit;
             }
-            Ok(Err(ReadError::Io)) => return 0,
-            Err(_) => {
+            Err(ReadError::Io) => return 0,
+            Err(ReadError::TimedOut) => {
                 if let Some(suppressed) = log_allowed() {
                     tracing::debug!(
                         uid = peer.uid,
@@ -714,6 +734,9 @@ async fn client(
 /// before it has read everything (a refusal): the answer is read even when sending failed.
 pub fn request(socket: &Path, req: &Request) -> Result<Response, String> {
     use std::io::{Read, Write};
+    // Serialized before connecting: the daemon gives a client --client-timeout to send it all
+    // (a 50,000-service restore takes seconds to serialize in a debug build).
+    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             format!(
@@ -728,7 +751,6 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, String> {
             )
         }
     })?;
-    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     let sent = s
         .write_all(&body)
         .and_then(|()| s.shutdown(std::net::Shutdown::Write));
