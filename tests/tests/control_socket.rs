@@ -24,17 +24,26 @@ fn veth_ns(tag: &str) -> Netns {
 }
 
 fn start(ns: &Netns, dirs: &DaemonDirs, extra: &[&str], log: &std::path::Path) -> Daemon {
-    start_with(ns, dirs, extra, log, None)
+    start_with(ns, dirs, extra, log, None, None)
 }
 
+const CAP_CHOWN: u32 = 0;
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+/// The capabilities dist/xvsd.service leaves the daemon.
+const UNIT_CAPS: &[u32] = &[CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN];
+
 /// The daemon under umask 000 (as started from a careless shell), with at most `nofile`
-/// descriptors when given.
+/// descriptors and only the capabilities `caps` (root's bounding set cut to them, as the
+/// systemd unit does) when given.
 fn start_with(
     ns: &Netns,
     dirs: &DaemonDirs,
     extra: &[&str],
     log: &std::path::Path,
     nofile: Option<u64>,
+    caps: Option<&'static [u32]>,
 ) -> Daemon {
     let mut args = vec!["--iface", "d0", "--mode", "generic"];
     args.extend(extra);
@@ -48,6 +57,17 @@ fn start_with(
         unsafe {
             cmd.pre_exec(move || {
                 libc::umask(0);
+                if let Some(keep) = caps {
+                    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok())
+                        .unwrap_or(40);
+                    for c in (0..=last).filter(|c| !keep.contains(c)) {
+                        if libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
                 if let Some(n) = nofile {
                     let l = libc::rlimit {
                         rlim_cur: n,
@@ -128,7 +148,11 @@ fn only_root_or_cap_net_admin_may_use_the_socket_and_a_group_may_list() {
     let _cleanup = Teardown(dirs.clone());
     let log = std::env::temp_dir().join(format!("xvs-access-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let d = start(&ns, &dirs, &[], &log);
+    // With only the systemd unit's capabilities: no CAP_SYS_PTRACE to read other users'
+    // namespace links, no CAP_KILL, no CAP_DAC_OVERRIDE.
+    let d = start_with(&ns, &dirs, &[], &log, None, Some(UNIT_CAPS));
+    let eff = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    assert!(eff.contains("CapEff:\t0000008000201000"), "{eff}");
 
     // Started under umask 000: the socket is root's alone all the same, and nobody can
     // replace it in its directory or hold the lock.
@@ -229,7 +253,15 @@ fn only_root_or_cap_net_admin_may_use_the_socket_and_a_group_may_list() {
     d.stop();
 
     // --list-group: its members may list, not change; others still cannot connect.
-    let d = start(&ns, &dirs, &["--list-group", "nogroup"], &log);
+    const WITH_CHOWN: &[u32] = &[CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN];
+    let d = start_with(
+        &ns,
+        &dirs,
+        &["--list-group", "nogroup"],
+        &log,
+        None,
+        Some(WITH_CHOWN),
+    );
     assert_eq!(mode(&dirs.socket()), 0o660);
     assert_eq!(std::fs::metadata(dirs.socket()).unwrap().gid(), 65534);
     let o = xvsadm_as(&d, &NOBODY, &["-L", "-n"], None);
@@ -326,7 +358,7 @@ fn idle_connections_neither_block_xvsadm_nor_make_the_daemon_spin() {
         let _cleanup = Teardown(dirs.clone());
         let log = std::env::temp_dir().join(format!("xvs-idle-{tag}-{}.log", std::process::id()));
         let _ = std::fs::remove_file(&log);
-        let d = start_with(&ns, &dirs, extra, &log, nofile);
+        let d = start_with(&ns, &dirs, extra, &log, nofile, None);
         let o = xvsadm(&d, &["-A", "-t", "10.1.1.1:80", "-s", "rr"], None);
         assert!(o.status.success(), "{}", text(&o));
         let idle: Vec<UnixStream> = (0..2000)

@@ -208,15 +208,28 @@ fn alive(pidfd: &OwnedFd) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Whether process `pid` is in this daemon's user namespace. The namespace's link is readable
+/// only with ptrace access to the process, which a daemon confined to the capabilities it
+/// needs (the systemd unit: no CAP_SYS_PTRACE) lacks for other users' processes. Their id maps
+/// are readable by anyone: a user namespace of one's own (unshare -U) maps ids differently
+/// from this one, since only a process owning every id here can map them all the same.
+fn same_user_ns(pid: i32) -> bool {
+    let link = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/user"));
+    if let (Ok(ours), Ok(theirs)) = (link("self"), link(&pid.to_string())) {
+        return ours == theirs;
+    }
+    ["uid_map", "gid_map"].iter().all(|m| {
+        let ours = std::fs::read_to_string(format!("/proc/self/{m}"));
+        let theirs = std::fs::read_to_string(format!("/proc/{pid}/{m}"));
+        matches!((ours, theirs), (Ok(a), Ok(b)) if a == b)
+    })
+}
+
 /// Whether process `pid`, connected as `uid`, has CAP_NET_ADMIN in this daemon's user
 /// namespace (a process in a user namespace of its own has every capability there, and none
 /// here). Everything that cannot be read counts as "no".
 fn has_net_admin(pid: i32, uid: u32, pidfd: Option<&OwnedFd>) -> bool {
-    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/user")).ok();
-    let (Some(ours), Some(theirs)) = (ns("self"), ns(&pid.to_string())) else {
-        return false;
-    };
-    if ours != theirs {
+    if !same_user_ns(pid) {
         return false;
     }
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
@@ -486,7 +499,16 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     let placed = (|| {
         let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
         let mode = if let Some(gid) = group {
-            std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+            std::os::unix::fs::chown(&tmp, None, Some(gid)).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot give the control socket to group {gid} for --list-group \
+                         ({e}): xvsd needs CAP_CHOWN for it (with the systemd unit, add it \
+                         to CapabilityBoundingSet and AmbientCapabilities)"
+                    ),
+                )
+            })?;
             0o660
         } else {
             0o600
