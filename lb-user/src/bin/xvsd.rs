@@ -312,6 +312,11 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     let sock = cli
         .state_dir
         .join(Path::new(DEFAULT_SOCKET).file_name().unwrap());
+    // Signals are caught before the socket appears: whoever waits for the socket (systemd,
+    // scripts, the tests) may stop the daemon as soon as it does.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let list_group = match &cli.list_group {
         Some(g) => Some((g.clone(), server::lookup_group(g)?)),
         None => None,
@@ -366,9 +371,6 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     if cli.bpf_log {
         tokio::spawn(drain_bpf_log(node.clone()));
     }
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     if cli.mirror_ipvs {
         let syncer = node.clone();
         let period = cli.sync_period;

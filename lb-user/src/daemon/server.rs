@@ -543,6 +543,21 @@ pub async fn serve(listener: UnixListener, node: Arc<Mutex<Node>>, cfg: ServerCo
     let slots = Slots::new(cfg.max_clients);
     let list_gid = cfg.list_group.as_ref().map(|g| g.1);
     tokio::spawn(trim_after_requests());
+    let mut nofile = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) } == 0
+        && (cfg.max_clients as u64).saturating_add(64) > nofile.rlim_cur
+    {
+        tracing::warn!(
+            max_clients = cfg.max_clients,
+            descriptor_limit = nofile.rlim_cur,
+            "--max-clients is above what the descriptor limit allows: past it, clients that \
+             wait on their peers are dropped when accept fails (EMFILE)"
+        );
+    }
     let mut last_emfile_log: Option<Instant> = None;
     let mut emfile_suppressed = 0u64;
     loop {
