@@ -810,6 +810,34 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, String> {
 mod tests {
     use super::*;
 
+    /// The default request limit holds a 50,000-service restore with 10 destinations each
+    /// twice over (measured whole: 107,602,054 bytes; here a tenth of it, times ten), with the
+    /// longest addresses, ports and weights.
+    #[test]
+    fn the_largest_restore_fits_the_default_limit() {
+        use crate::ctl::NumberedOp;
+        use crate::model::{Destination, Op, ServiceConfig, ServiceKey};
+        use std::net::Ipv4Addr;
+        let mut ops = Vec::new();
+        for s in 0..5_000u32 {
+            let k = ServiceKey::tcp(Ipv4Addr::from(0xdf60_0000 + s), 65535);
+            let line = Some(550_000 - s as usize * 11);
+            ops.push(NumberedOp {
+                line,
+                op: Op::AddService(k, ServiceConfig::with_scheduler("wrr")),
+            });
+            for d in 0..10u32 {
+                let a = Ipv4Addr::from(0xdfdf_0000 + s * 10 + d);
+                ops.push(NumberedOp {
+                    line,
+                    op: Op::AddDest(k, Destination::masq(a, 65535, 65535)),
+                });
+            }
+        }
+        let n = serde_json::to_vec(&Request::Apply(ops)).unwrap().len() * 10;
+        assert!(n < DEFAULT_MAX_REQUEST / 2, "{n} bytes");
+    }
+
     /// When every place is taken, the client waiting longest on its peer makes room; a client
     /// whose request is being applied never does, nor an administrator for a listing client.
     #[test]
