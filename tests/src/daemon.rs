@@ -35,6 +35,8 @@ pub struct DaemonDirs {
     pub state_dir: PathBuf,
     /// --conn-table-size (small: tests run in parallel).
     pub conn_table_size: u32,
+    /// --max-dests (4,096 unless a test needs the daemon's default room).
+    pub max_dests: u32,
 }
 
 impl DaemonDirs {
@@ -44,6 +46,7 @@ impl DaemonDirs {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/xvs-t-{id}")),
             state_dir: std::env::temp_dir().join(format!("xvs-t-{id}")),
             conn_table_size: 16384,
+            max_dests: 4096,
         }
     }
 
@@ -62,7 +65,7 @@ impl DaemonDirs {
             "--max-services".into(),
             "1024".into(),
             "--max-dests".into(),
-            "4096".into(),
+            self.max_dests.to_string(),
             "--sched-slots".into(),
             "65536".into(),
         ]
@@ -111,16 +114,28 @@ impl Daemon {
 
     /// Like `start`, with the daemon's log (stderr) sent to `log`.
     pub fn start_with(ns: &Netns, dirs: &DaemonDirs, extra: &[&str], log: Stdio) -> Daemon {
+        Self::start_cmd(ns, dirs, extra, log, |_| {})
+    }
+
+    /// Like `start_with`, with the command adjusted by `setup` first (a umask or a resource
+    /// limit in pre_exec, say). The daemon keeps the child's pid (nsenter execs it).
+    pub fn start_cmd(
+        ns: &Netns,
+        dirs: &DaemonDirs,
+        extra: &[&str],
+        log: Stdio,
+        setup: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let _ = std::fs::remove_file(dirs.socket());
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", ns.name))
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", ns.name))
             .arg(bin("xvsd"))
             .args(dirs.args())
             .args(extra)
             .stdin(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn xvsd");
+            .stderr(log);
+        setup(&mut cmd);
+        let child = cmd.spawn().expect("spawn xvsd");
         let mut d = Daemon {
             child: Some(child),
             dirs: dirs.clone(),
@@ -157,6 +172,11 @@ impl Daemon {
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let st = c.wait().unwrap();
         assert!(st.success(), "xvsd stopped with {st}");
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     pub fn signal(&self, sig: i32) {

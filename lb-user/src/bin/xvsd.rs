@@ -81,6 +81,24 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Members of GROUP (name or gid) may list the table through the control socket (xvsadm
+    /// -L, -S), not change it; the socket becomes group GROUP, mode 0660. Without it the
+    /// socket is root's only (0600); changes always need root or CAP_NET_ADMIN.
+    #[arg(long, value_name = "GROUP")]
+    list_group: Option<String>,
+    /// Largest request accepted on the control socket (e.g. 256M, 1G; a 50,000-service
+    /// restore with 10 destinations each is about 103M).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    max_request_size: usize,
+    /// Clients served at once on the control socket; beyond it, the one that has waited
+    /// longest on its peer is dropped.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CLIENTS)]
+    max_clients: usize,
+    /// How long a client may stay silent while it sends its request, or take over each MiB of
+    /// its answer, before it is dropped (e.g. 5s, 500ms); the whole request must come within
+    /// 12 times this.
+    #[arg(long, default_value = "5s", value_parser = parse_period)]
+    client_timeout: Duration,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +169,21 @@ fn parse_period(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let bad = || format!("bad size {s:?} (e.g. 65536, 64K, 256M, 1G)");
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: usize = num.parse().map_err(|_| bad())?;
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift).filter(|&n| n > 0).ok_or_else(bad)
+}
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -164,6 +197,13 @@ fn init_logs(format: LogFormat) {
         LogFormat::Human => b.init(),
         LogFormat::Json => b.json().init(),
     }
+}
+
+/// A rules file into a table; invalid UTF-8 is refused naming the line and byte.
+fn read_rules(path: &Path) -> Result<Table, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let text = lb_user::ipvsadm::restore_text(&bytes).map_err(|e| e.to_string())?;
+    rules::parse(text)
 }
 
 fn engine_file(state_dir: &Path) -> PathBuf {
@@ -234,12 +274,12 @@ fn run(cli: Cli) -> Result<(), String> {
             .map(|spec| iface_and_mode(spec, cli.mode).map(|(p, m)| (p.to_string(), m.fixed())))
             .collect::<Result<Vec<_>, _>>()?,
     )?;
+    if let Some(g) = &cli.list_group {
+        server::lookup_group(g)?;
+    }
     let _lock = checks::lock(&cli.state_dir)?;
     let desired = match &cli.rules {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            Some(rules::parse(&text).map_err(|e| format!("{}: {e}", p.display()))?)
-        }
+        Some(p) => Some(read_rules(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
     };
     let config = FastPathConfig {
@@ -414,9 +454,29 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     let sock = cli
         .state_dir
         .join(Path::new(DEFAULT_SOCKET).file_name().unwrap());
-    let listener = server::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
-    tracing::info!(socket = %sock.display(), "serving xvsadm");
-    tokio::spawn(server::serve(listener, node.clone()));
+    // Signals are caught before the socket appears: whoever waits for the socket (systemd,
+    // scripts, the tests) may stop the daemon as soon as it does.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let list_group = match &cli.list_group {
+        Some(g) => Some((g.clone(), server::lookup_group(g)?)),
+        None => None,
+    };
+    let listener = server::bind(&sock, list_group.as_ref().map(|g| g.1))
+        .map_err(|e| format!("{}: {e}", sock.display()))?;
+    tracing::info!(
+        socket = %sock.display(),
+        list_group = list_group.as_ref().map(|g| g.0.as_str()).unwrap_or("none"),
+        "serving xvsadm"
+    );
+    let cfg = server::ServerConfig {
+        max_request: cli.max_request_size,
+        max_clients: cli.max_clients,
+        client_timeout: cli.client_timeout,
+        list_group,
+    };
+    tokio::spawn(server::serve(listener, node.clone(), cfg));
     let ticker = node.clone();
     tokio::spawn(async move {
         let mut t = tokio::time::interval(estimator::TICK);
@@ -486,9 +546,6 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     if cli.bpf_log {
         tokio::spawn(drain_bpf_log(node.clone()));
     }
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     if cli.mirror_ipvs {
         let syncer = node.clone();
         let period = cli.sync_period;
@@ -562,9 +619,7 @@ fn reload(cli: &Cli, node: &Mutex<Node>) {
         tracing::warn!("SIGHUP: no --rules file to reload");
         return;
     };
-    let parsed = std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| rules::parse(&t));
+    let parsed = read_rules(path);
     let mut node = node.lock().unwrap_or_else(|p| p.into_inner());
     match parsed.and_then(|t| node.reload(&t)) {
         Ok(n) => tracing::info!(changes = n, file = %path.display(), "rules reloaded"),
