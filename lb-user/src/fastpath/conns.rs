@@ -120,55 +120,43 @@ impl FastPath {
         let conns: HashMap<&MapData, FlowKey, ConnValue> =
             engine::typed_ref(self.ebpf(), names::CONNS)?;
         let dests: Array<&MapData, DestValue> = engine::typed_ref(self.ebpf(), names::DESTS)?;
-        let mut out = Vec::new();
-        for item in conns.iter() {
-            let Ok((k, v)) = item else { continue };
-            // Flows left to kernel IPVS are listed by kernel IPVS.
-            if v.flags & lb_common::CONN_F_KERNEL != 0 {
-                continue;
-            }
-            let Some(left) = remaining(&timeouts, &v, now) else {
-                continue;
-            };
-            let dest_live = dests
+        let dest_live = |v: &ConnValue| {
+            dests
                 .get(&v.dest_id, 0)
                 .map(|d| d.gen == v.dest_gen && d.flags & lb_common::DEST_F_LIVE != 0)
-                .unwrap_or(false);
-            out.push(ConnEntry {
-                proto: k.proto,
-                client: (ip(k.saddr), u16::from_be(k.sport)),
-                vip: (ip(k.daddr), u16::from_be(k.dport)),
+                .unwrap_or(false)
+        };
+        // (proto, client, vip, connection) of every table, listed alike.
+        let entry = |proto: u8, client: (u32, u16), vip: (u32, u16), v: &ConnValue| {
+            Some(ConnEntry {
+                proto,
+                client: (ip(client.0), u16::from_be(client.1)),
+                vip: (ip(vip.0), u16::from_be(vip.1)),
                 dest: (ip(v.rip), u16::from_be(v.rport)),
                 dest_id: v.dest_id,
                 state: v.state,
-                expires_in: left,
-                dest_live,
-            });
-        }
+                expires_in: remaining(&timeouts, v, now)?,
+                dest_live: dest_live(v),
+            })
+        };
+        let mut out: Vec<ConnEntry> = conns
+            .iter()
+            .filter_map(|r| r.ok())
+            // Flows left to kernel IPVS are listed by kernel IPVS.
+            .filter(|(_, v)| v.flags & lb_common::CONN_F_KERNEL == 0)
+            .filter_map(|(k, v)| entry(k.proto, (k.saddr, k.sport), (k.daddr, k.dport), &v))
+            .collect();
         // The node's own connections, balanced at the socket, are connections like the others.
         let socks: HashMap<&MapData, SockKey, SockConnValue> =
             engine::typed_ref(self.ebpf(), names::SOCK_CONNS)?;
-        for item in socks.iter() {
-            let Ok((k, s)) = item else { continue };
-            let v = s.conn;
-            let Some(left) = remaining(&timeouts, &v, now) else {
-                continue;
-            };
-            let dest_live = dests
-                .get(&v.dest_id, 0)
-                .map(|d| d.gen == v.dest_gen && d.flags & lb_common::DEST_F_LIVE != 0)
-                .unwrap_or(false);
-            out.push(ConnEntry {
-                proto: k.proto,
-                client: (ip(s.client_addr), u16::from_be(s.client_port)),
-                vip: (ip(k.addr), u16::from_be(k.port)),
-                dest: (ip(v.rip), u16::from_be(v.rport)),
-                dest_id: v.dest_id,
-                state: v.state,
-                expires_in: left,
-                dest_live,
-            });
-        }
+        out.extend(socks.iter().filter_map(|r| r.ok()).filter_map(|(k, s)| {
+            entry(
+                k.proto,
+                (s.client_addr, s.client_port),
+                (k.addr, k.port),
+                &s.conn,
+            )
+        }));
         Ok(out)
     }
 

@@ -208,49 +208,7 @@ impl FastPath {
         let mut ebpf = loader
             .load(crate::bpf_object::object())
             .map_err(|e| FastPathError::Load(explain_load_error(&e)))?;
-        for prog in [prog_names::XDP, prog_names::XDP_PASS] {
-            let p: &mut Xdp = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
-            p.load()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
-        }
-        for prog in [
-            prog_names::CONNECT4,
-            prog_names::SENDMSG4,
-            prog_names::RECVMSG4,
-            prog_names::GETPEERNAME4,
-        ] {
-            let p: &mut aya::programs::CgroupSockAddr = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
-            p.load()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
-        }
-        {
-            let prog = prog_names::SOCKOPS;
-            let p: &mut aya::programs::SockOps = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
-            p.load()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
-        }
-        {
-            let prog = prog_names::TC;
-            let p: &mut SchedClassifier = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
-            p.load()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
-        }
+        load_programs(&mut ebpf)?;
         let logger = if config.bpf_log {
             Some(
                 aya_log::EbpfLogger::init(&mut ebpf)
@@ -426,20 +384,11 @@ impl FastPath {
     }
 
     pub(crate) fn xdp_program(&mut self, name: &str) -> Result<&mut Xdp, FastPathError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e| FastPathError::Load(format!("{name}: {e}")))
+        program_in(&mut self.ebpf, name)
     }
 
     pub(crate) fn tc_program(&mut self) -> Result<&mut SchedClassifier, FastPathError> {
-        let name = prog_names::TC;
-        self.ebpf
-            .program_mut(name)
-            .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e| FastPathError::Load(format!("{name}: {e}")))
+        program_in(&mut self.ebpf, prog_names::TC)
     }
 
     /// Lets XDP redirects transmit on `ifindex` (TX_PORTS).
@@ -501,6 +450,34 @@ impl FastPath {
         }
         Ok(())
     }
+}
+
+/// Loads every program of the object into the kernel, each as its type.
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), FastPathError> {
+    macro_rules! load_as {
+        ($ty:ty: $($name:expr),+) => {$(
+            program_in::<$ty>(ebpf, $name)?
+                .load()
+                .map_err(|e| FastPathError::Load(format!("{}: {e:#}", $name)))?;
+        )+};
+    }
+    load_as!(Xdp: prog_names::XDP, prog_names::XDP_PASS);
+    load_as!(SchedClassifier: prog_names::TC);
+    load_as!(aya::programs::CgroupSockAddr: prog_names::CONNECT4, prog_names::SENDMSG4,
+        prog_names::RECVMSG4, prog_names::GETPEERNAME4);
+    load_as!(aya::programs::SockOps: prog_names::SOCKOPS);
+    Ok(())
+}
+
+/// The program `name` of the object, as its type `T`.
+pub(crate) fn program_in<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, FastPathError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| FastPathError::Load(format!("{name}: {e}")))
 }
 
 pub fn remove_pins(dir: &Path) -> Result<(), FastPathError> {
