@@ -24,6 +24,17 @@ pub mod prog_names {
     pub const RECVMSG4: &str = "xvs_recvmsg4";
     pub const GETPEERNAME4: &str = "xvs_getpeername4";
     pub const SOCKOPS: &str = "xvs_sockops";
+    /// Every program of the object (a test in lb-user checks the object against it).
+    pub const ALL: [&str; 8] = [
+        XDP,
+        TC,
+        XDP_PASS,
+        CONNECT4,
+        SENDMSG4,
+        RECVMSG4,
+        GETPEERNAME4,
+        SOCKOPS,
+    ];
 }
 
 /// Map names, used by the loader to find and pin them.
@@ -42,6 +53,23 @@ pub mod map_names {
     pub const SOCK_REV: &str = "SOCK_REV";
     pub const NEIGH_WANTED: &str = "NEIGH_WANTED";
     pub const TC_BEHIND: &str = "TC_BEHIND";
+    /// Every map of the object, all pinned (a test in lb-user checks the object against it).
+    pub const ALL: [&str; 14] = [
+        SERVICES,
+        SCHED_SLOTS,
+        DESTS,
+        DEST_STATS,
+        BACKENDS,
+        CONNS,
+        REPLIES,
+        CONFIG,
+        TX_PORTS,
+        PATH_STATS,
+        SOCK_CONNS,
+        SOCK_REV,
+        NEIGH_WANTED,
+        TC_BEHIND,
+    ];
 }
 
 /// Scheduler kinds the fast path walks. rr and wrr are both a precomputed period walked by

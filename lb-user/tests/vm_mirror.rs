@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use lb_user::ctl::request;
 use lb_user::ctl::{Request, Response};
-use lb_user::daemon::server::request;
 use lb_user::snapshot::{EngineKind, Snapshot};
 
 /// The tests share the one kernel IPVS table: one at a time.

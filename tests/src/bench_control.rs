@@ -1110,7 +1110,7 @@ fn sock_apply(sock: &Path, args: &[String]) -> Res<()> {
             .map(|op| NumberedOp { line: None, op })
             .collect(),
     );
-    match lb_user::daemon::server::request(sock, &req)? {
+    match lb_user::ctl::request(sock, &req)? {
         Response::Ok => Ok(()),
         other => Err(format!("xvsd answered {other:?} to {args:?}")),
     }
@@ -1118,7 +1118,7 @@ fn sock_apply(sock: &Path, args: &[String]) -> Res<()> {
 
 fn sock_noop(sock: &Path) -> Res<()> {
     use lb_user::ctl::{Request, Response};
-    match lb_user::daemon::server::request(sock, &Request::Apply(Vec::new()))? {
+    match lb_user::ctl::request(sock, &Request::Apply(Vec::new()))? {
         Response::Ok => Ok(()),
         other => Err(format!("xvsd answered {other:?} to an empty request")),
     }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use lb_user::ctl::request;
 use lb_user::ctl::{NumberedOp, Request, Response};
-use lb_user::daemon::server::request;
 use lb_user::model::Op;
 
 use crate::netns::Netns;

@@ -8,8 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use lb_user::ctl::request;
 use lb_user::ctl::{Request, Response};
-use lb_user::daemon::server::request;
 use lb_user::model::{Destination, Op, ServiceConfig, ServiceKey};
 use xvs_tests::daemon::{bin, Daemon, DaemonDirs, Teardown};
 use xvs_tests::netns::Netns;

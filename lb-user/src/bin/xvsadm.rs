@@ -3,8 +3,8 @@
 use std::io::Read;
 use std::path::PathBuf;
 
+use lb_user::ctl::request;
 use lb_user::ctl::{NumberedOp, Request, Response, DEFAULT_SOCKET};
-use lb_user::daemon::server::request;
 use lb_user::ipvsadm::{
     format_list, format_save, parse_args, parse_restore, restore_text, usage_text, version_text,
     xvs_banner, Command,

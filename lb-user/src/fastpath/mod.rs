@@ -128,22 +128,8 @@ pub struct FastPath {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
-const MAP_NAMES: [&str; 14] = [
-    names::SERVICES,
-    names::SCHED_SLOTS,
-    names::DESTS,
-    names::DEST_STATS,
-    names::BACKENDS,
-    names::CONNS,
-    names::REPLIES,
-    names::CONFIG,
-    names::TX_PORTS,
-    names::PATH_STATS,
-    names::SOCK_CONNS,
-    names::SOCK_REV,
-    names::NEIGH_WANTED,
-    names::TC_BEHIND,
-];
+/// The maps the loader sizes and pins: every map of the object.
+const MAP_NAMES: [&str; 14] = names::ALL;
 
 impl FastPath {
     /// Loads the programs and creates (or, when pinned, re-opens) the maps.
