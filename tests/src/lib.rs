@@ -2,6 +2,7 @@
 //! own checksum routine), network namespaces that clean up after themselves, tiny servers.
 pub mod bench;
 pub mod daemon;
+pub mod expect;
 pub mod fixture;
 pub mod netns;
 pub mod packet;

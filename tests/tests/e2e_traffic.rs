@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use lb_user::fastpath::AttachMode;
 use lb_user::model::{ServiceConfig, ServiceKey};
+use xvs_tests::expect::sh_expected;
 use xvs_tests::fixture::Lb;
 use xvs_tests::netns::Topology;
 use xvs_tests::servers::{serve, tcp_ask, udp_ask, Conn, Server};
@@ -112,24 +113,6 @@ fn wrr_3_2_1_sequence_over_real_tcp() {
             "{mode:?}"
         );
     }
-}
-
-/// The kernel's sh table, written out independently here: destinations in list order each
-/// take `weight` consecutive buckets of 256, cycling.
-fn sh_expected(list_newest_first: &[(usize, u32)], client: Ipv4Addr) -> String {
-    let mut buckets = Vec::with_capacity(256);
-    'fill: loop {
-        for &(k, w) in list_newest_first {
-            for _ in 0..w.max(1) {
-                if buckets.len() == 256 {
-                    break 'fill;
-                }
-                buckets.push(k);
-            }
-        }
-    }
-    let h = (u32::from(client).wrapping_mul(0x61C8_8647) >> 24) as usize;
-    format!("rs{}", buckets[h])
 }
 
 #[test]

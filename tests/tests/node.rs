@@ -330,3 +330,35 @@ fn a_syn_flood_never_breaks_an_established_connection() {
     assert_eq!(long.ask().unwrap(), "rs3");
     d.stop();
 }
+
+/// sh from the node: a socket bound to one of the node's addresses is sent where the kernel's
+/// sh table puts that address (kernel IPVS hashes the packets' source, which is it).
+#[test]
+fn the_nodes_own_bound_clients_follow_sh() {
+    let topo = Topology::new("ownsh", 3);
+    let _servers: Vec<_> = (0..3)
+        .map(|i| serve(&topo.backends[i], 8080, &format!("rs{}", i + 1)))
+        .collect();
+    for i in 10..40u8 {
+        topo.lb
+            .ip(&["addr", "add", &format!("10.10.0.{i}/24"), "dev", "l0"]);
+    }
+    let dirs = DaemonDirs::new("own-sh");
+    let _cleanup = Teardown(dirs.clone());
+    let d = start(&topo, &dirs, "tc");
+    let key = ServiceKey::tcp(VIP, 80);
+    assert_eq!(
+        d.apply(service_ops(key, "sh", 8080, &[1, 2, 1])),
+        Response::Ok
+    );
+    let list = [(3usize, 1u32), (2, 2), (1, 1)];
+    let vip = SocketAddrV4::new(VIP, 80);
+    for i in 10..40u8 {
+        let src = Ipv4Addr::new(10, 10, 0, i);
+        let want = xvs_tests::expect::sh_expected(&list, src);
+        for _ in 0..2 {
+            assert_eq!(tcp_ask(&topo.lb, Some(src), vip), want, "from {src}");
+        }
+    }
+    d.stop();
+}
