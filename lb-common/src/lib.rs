@@ -18,6 +18,8 @@ pub mod prog_names {
     pub const TC: &str = "xvs_tc";
     /// The pass-through XDP program for the peers of veth devices.
     pub const XDP_PASS: &str = "xvs_pass";
+    /// A pass-through tc classifier (the benchmark's floor for `xvs_tc`; never attached).
+    pub const TC_PASS: &str = "xvs_tc_pass";
     /// Socket-level balancing of the node's own clients (cgroup hooks and sockops).
     pub const CONNECT4: &str = "xvs_connect4";
     pub const SENDMSG4: &str = "xvs_sendmsg4";

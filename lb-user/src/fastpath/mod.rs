@@ -240,8 +240,7 @@ impl FastPath {
             p.load()
                 .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
         }
-        {
-            let prog = prog_names::TC;
+        for prog in [prog_names::TC, prog_names::TC_PASS] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
