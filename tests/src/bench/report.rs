@@ -421,9 +421,14 @@ pub fn write_markdown(
     s.push_str("## 1. Per-packet cost of the BPF programs (BPF_PROG_TEST_RUN)\n\n");
     s.push_str(&format!("{}\n\n", m.micro));
     s.push_str("The real compiled programs (the object `cargo build` embeds) run through \
-                BPF_PROG_TEST_RUN on 64-byte TCP frames, with `fib_redirect` off (verdict XDP_PASS after \
-                the rewrite) except in `est_fwd_fib`. Two methods, each with its own floor (the trivial \
-                `xvs_pass` program, measured by the same method at the start and the end of every round):\n\n\
+                BPF_PROG_TEST_RUN on 64-byte TCP frames, with `fib_redirect` off (verdict pass after \
+                the rewrite: XDP_PASS, TC_ACT_OK) except in `est_fwd_fib`. Every case runs through both \
+                hooks' programs, `xvs_xdp` and `xvs_tc` (the same balancer core: tc reads and writes the \
+                skb through the kernel's helpers, `bpf_skb_store_bytes` and the checksum helpers, where \
+                XDP writes the frame directly), each against the floor of its own hook: the trivial \
+                `xvs_pass` (XDP) or `xvs_tc_pass` (tc) program, measured by the same method at the start \
+                and the end of every round. Compare a hook's net cost over its own floor; the floors \
+                differ because BPF_PROG_TEST_RUN builds an skb for tc. Two methods:\n\n\
                 * **calls** (Katran's method): many calls with repeat = 1, each on a fresh input, the \
                 kernel-reported durations averaged. Carries a fixed per-call cost (timer reads and \
                 setup inside the kernel's timed region, the same for every program), which is why its \
@@ -439,8 +444,9 @@ pub fn write_markdown(
         s.push_str(&format!("* `{}`: {}\n", c.id, c.what));
     }
     s.push_str("\nThe table holds N services of 10 destinations each (rr; the measured service 0 has weights \
-                1..10 and is switched to wrr and sh for those cases), and a connection table (LRU, \
-                1,048,576 entries) pre-filled through the map with connections spread over every service \
+                1..10 and is switched to wrr and sh for those cases), and a connection table (hash maps of \
+                1,048,576 entries, which refuse new entries when full rather than evict: the pre-fill \
+                and each case's new connections stay below it) pre-filled through the map with connections spread over every service \
                 and destination. New connections come from clients never seen before, one per call; each \
                 call's two entries are checked and removed afterwards so the table keeps its size.\n\n");
     s.push_str("Cells: median ns per packet [min–max over rounds] ×ratio to the floor (+net ns over the floor).\n\n");
