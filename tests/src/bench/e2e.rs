@@ -456,6 +456,9 @@ impl Site {
                 .ctx("loading the fast path")?;
                 f.apply(&rules::xvs_changes(services, proto))
                     .ctx("applying the table")?;
+                // UDP connections expire after 1 s (see `reclaim`); the timeout is one
+                // comparison per packet whatever its value.
+                f.set_timeouts(0, 0, 1).ctx("UDP timeout")?;
                 let mode = if native {
                     AttachMode::Native
                 } else {
@@ -490,6 +493,9 @@ impl Site {
                 .ctx("loading the fast path")?;
                 f.apply(&rules::xvs_changes(services, proto))
                     .ctx("applying the table")?;
+                // UDP connections expire after 1 s (see `reclaim`); the timeout is one
+                // comparison per packet whatever its value.
+                f.set_timeouts(0, 0, 1).ctx("UDP timeout")?;
                 let cgroup = lb_user::fastpath::sockets::cgroup2_root(std::path::Path::new(
                     "/sys/fs/cgroup",
                 ))
@@ -546,6 +552,17 @@ impl Site {
             l0_mac,
             offloads: std::cell::Cell::new(false),
         })
+    }
+
+    /// Deletes the fast path's expired connections, as xvsd does periodically. The connection
+    /// table is a hash map that refuses new entries when full (it never evicts): without this,
+    /// udp-new-flows (a new connection per packet, hundreds of thousands a second) would fill
+    /// it within a few rounds. Run outside the measured window.
+    fn reclaim(&mut self) -> BenchResult<()> {
+        if let Some(f) = &mut self.fp {
+            f.reclaim_expired().ctx("reclaiming expired connections")?;
+        }
+        Ok(())
     }
 
     fn delivered(&self) -> Vec<u64> {
@@ -955,14 +972,17 @@ pub fn run(o: &E2eOpts, out: &mut Vec<E2eFigure>) -> BenchResult<()> {
                 .copied()
                 .filter(|m| *m == Method::Forward || o.methods.contains(m))
                 .collect();
-            let sites = methods
+            let mut sites = methods
                 .iter()
                 .map(|m| Site::new(*m, proto, n))
                 .collect::<BenchResult<Vec<Site>>>()?;
             let mut res: BTreeMap<(Pattern, Method), Vec<E2eRound>> = BTreeMap::new();
             for r in 0..o.rounds {
                 for &p in &patterns {
-                    for s in sites.iter().filter(|s| p.runs(s.method)) {
+                    for s in sites.iter_mut().filter(|s| p.runs(s.method)) {
+                        if p == Pattern::UdpNew {
+                            s.reclaim()?;
+                        }
                         let x = measure(s, p, o, &seq)?;
                         eprintln!(
                             "  e2e round {}: {n} services {:<14} {:<12} {:>7.3} Mpps  {:>6.0} ns/pkt CPU ({:.2} CPUs){}",
