@@ -611,6 +611,14 @@ pub fn path_name(i: u32) -> &'static str {
         path::CONN_REUSED => "CONN_REUSED",
         path::REPLY_NO_CONN => "REPLY_NO_CONN",
         path::INSERT_FAILED => "INSERT_FAILED",
+        path::PASS_KERNEL_FLOW => "PASS_KERNEL_FLOW",
+        path::PASS_MALFORMED => "PASS_MALFORMED",
+        path::DROP_TABLE_FULL => "DROP_TABLE_FULL",
+        path::TX_REDIRECT_NEIGH => "TX_REDIRECT_NEIGH",
+        path::SOCK_NEW => "SOCK_NEW",
+        path::SOCK_ESTABLISHED => "SOCK_ESTABLISHED",
+        path::SOCK_NO_DEST => "SOCK_NO_DEST",
+        path::SOCK_TABLE_FULL => "SOCK_TABLE_FULL",
         _ => "?",
     }
 }
