@@ -18,6 +18,8 @@ pub mod prog_names {
     pub const TC: &str = "xvs_tc";
     /// The pass-through XDP program for the peers of veth devices.
     pub const XDP_PASS: &str = "xvs_pass";
+    /// A pass-through tc classifier (the benchmark's floor for `xvs_tc`; never attached).
+    pub const TC_PASS: &str = "xvs_tc_pass";
     /// Socket-level balancing of the node's own clients (cgroup hooks and sockops).
     pub const CONNECT4: &str = "xvs_connect4";
     pub const SENDMSG4: &str = "xvs_sendmsg4";
@@ -25,10 +27,11 @@ pub mod prog_names {
     pub const GETPEERNAME4: &str = "xvs_getpeername4";
     pub const SOCKOPS: &str = "xvs_sockops";
     /// Every program of the object (a test in lb-user checks the object against it).
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         XDP,
         TC,
         XDP_PASS,
+        TC_PASS,
         CONNECT4,
         SENDMSG4,
         RECVMSG4,

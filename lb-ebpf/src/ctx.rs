@@ -51,6 +51,14 @@ pub trait PacketCtx {
     fn store_u16(&mut self, off: usize, v: u16) -> Option<()>;
     /// `bpf_fib_lookup` from this context.
     fn fib_lookup(&self, params: &mut FibParams) -> i64;
+    /// The `tot_len` to give the FIB lookup for a packet whose IPv4 header says `ip_tot_len`:
+    /// the lookup compares it with the route's MTU. tc gives 0, so the kernel checks the skb
+    /// itself (is_skb_forwardable): a GSO packet's header counts the whole super-packet and
+    /// would fail the MTU check that each of its segments passes.
+    #[inline(always)]
+    fn fib_tot_len(&self, ip_tot_len: u16) -> u16 {
+        ip_tot_len
+    }
     /// Whether a redirect out of `ifindex` delivers from this hook (XDP: only devices
     /// userspace listed in TX_PORTS; see README on veth).
     fn can_redirect(&self, ifindex: u32) -> bool;
@@ -276,6 +284,10 @@ impl PacketCtx for Tc<'_> {
                 0,
             )
         }
+    }
+    #[inline(always)]
+    fn fib_tot_len(&self, _ip_tot_len: u16) -> u16 {
+        0
     }
     #[inline(always)]
     fn can_redirect(&self, _ifindex: u32) -> bool {

@@ -38,7 +38,7 @@ pub fn forward<C: PacketCtx>(ctx: &mut C, p: &Pkt, cfg: &Config) -> Tx {
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = p.family;
     params.l4_protocol = ip.proto;
-    params.__bindgen_anon_1.tot_len = u16::from_be(ip.tot_len);
+    params.__bindgen_anon_1.tot_len = ctx.fib_tot_len(u16::from_be(ip.tot_len));
     params.__bindgen_anon_2.tos = ip.tos;
     params.__bindgen_anon_3.ipv4_src = ip.saddr;
     params.__bindgen_anon_4.ipv4_dst = ip.daddr;

@@ -92,6 +92,13 @@ pub fn xvs_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// A pass-through tc classifier: the floor the benchmark measures `xvs_tc` against
+/// (BPF_PROG_TEST_RUN of a program that does nothing at the same hook).
+#[classifier]
+pub fn xvs_tc_pass(_ctx: TcContext) -> i32 {
+    aya_ebpf::bindings::TC_ACT_OK
+}
+
 #[cfg(all(target_arch = "bpf", not(test)))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

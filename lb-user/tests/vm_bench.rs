@@ -1,5 +1,5 @@
 //! A benchmark, not a test: the same end-to-end traffic through kernel IPVS and through the
-//! fast path (XDP native and generic), on the same kernel in the test VM, next to plain
+//! fast path (XDP native and generic, and tc), on the same kernel in the test VM, next to plain
 //! forwarding through the same balancer. Run by `vm::vm_bench` in xtask (part of
 //! `cargo xtask bench`). It does nothing and passes unless both XVS_IN_VM and XVS_VM_BENCH=1
 //! are set, so `cargo xtask vm-test` never runs it; XVS_VM_BENCH_QUICK=1 makes it short.
@@ -18,7 +18,9 @@
 //! rr, masquerading. Kernel IPVS is programmed over netlink; the fast path is loaded, attached
 //! to l0..l3 and dropped (detached) once per mode and round, so the plain and kernel IPVS runs
 //! have no XDP program anywhere. Native mode redirects (the pass-through program on c0 and
-//! the b0s); generic mode redirects too (as xvsd does).
+//! the b0s); generic mode redirects too (as xvsd does); tc redirects with bpf_redirect (no
+//! program on the peers). The VM's kernel may predate tcx (6.6): the tc program is then
+//! attached through netlink (clsact ingress), the same program at the same place.
 //!
 //! Workloads, each for a fixed time, from the client namespace:
 //! - `tcp-conns`: [`TCP_CLIENTS`] threads, each looping connect / one request and response /
@@ -30,7 +32,7 @@
 //!   has confirmed every byte.
 //!
 //! Paths: `plain` (straight to the backends' own addresses, routed by the balancer, no NAT),
-//! `ipvs` (10.0.0.1), `xdp-native` and `xdp-generic` (10.0.0.2). Each round runs every path
+//! `ipvs` (10.0.0.1), `xdp-native`, `xdp-generic` and `tc` (10.0.0.2). Each round runs every path
 //! (order reversed every other round, so slow drift of the host does not favour one).
 //!
 //! Each measurement checks that its packets were really processed where it says: kernel IPVS
@@ -56,8 +58,8 @@ use serde_json::{json, Value};
 mod common;
 use common::vmnet::{backend, BalancerNet, Ns, CLIENT, FVIP, IP, KVIP};
 
-/// Extra client addresses 10.10.0.10..=10.10.0.49: [`ADDRS_PER_PATH`] for each path.
-const EXTRA: (u8, u8) = (10, 49);
+/// Extra client addresses 10.10.0.10..=10.10.0.59: [`ADDRS_PER_PATH`] for each path.
+const EXTRA: (u8, u8) = (10, 59);
 /// Each path sends from its own client addresses, so that no two paths share a 4-tuple as
 /// the backends see it: kernel IPVS keeps its connections (2 min in TIME_WAIT) and, on the
 /// way back, SNATs whatever a backend sends from a port it knows to a client address and
@@ -227,9 +229,16 @@ enum Path {
     Kernel,
     Native,
     Generic,
+    Tc,
 }
 
-const PATHS: [Path; 4] = [Path::Plain, Path::Kernel, Path::Native, Path::Generic];
+const PATHS: [Path; 5] = [
+    Path::Plain,
+    Path::Kernel,
+    Path::Native,
+    Path::Generic,
+    Path::Tc,
+];
 
 impl Path {
     fn id(self) -> &'static str {
@@ -238,6 +247,7 @@ impl Path {
             Path::Kernel => "ipvs",
             Path::Native => "xdp-native",
             Path::Generic => "xdp-generic",
+            Path::Tc => "tc",
         }
     }
 
@@ -247,6 +257,7 @@ impl Path {
             Path::Kernel => "kernel IPVS (masq, rr)",
             Path::Native => "fast path, XDP native",
             Path::Generic => "fast path, XDP generic",
+            Path::Tc => "fast path, tc",
         }
     }
 
@@ -266,7 +277,7 @@ impl Path {
         match self {
             Path::Plain => None,
             Path::Kernel => Some(KVIP),
-            Path::Native | Path::Generic => Some(FVIP),
+            Path::Native | Path::Generic | Path::Tc => Some(FVIP),
         }
     }
 }
@@ -853,7 +864,7 @@ fn check_fast(path: Path, w: Work, o: &Outcome, before: &FastSnap, after: &FastS
         o.count
     );
     assert!(
-        d(path::TX_REDIRECT) > 0,
+        d(path::TX_REDIRECT) + d(path::TX_REDIRECT_NEIGH) > 0,
         "{} {}: no packet was redirected (paths {moved})",
         path.id(),
         w.id()
@@ -873,6 +884,7 @@ fn path_delta(before: &[u64], after: &[u64]) -> String {
         (FWD_ESTABLISHED, "established"),
         (REPLY, "reply"),
         (TX_REDIRECT, "redirect"),
+        (TX_REDIRECT_NEIGH, "redirect-neigh"),
         (TX_PASS, "tx-pass"),
         (CONN_EXPIRED, "expired"),
         (CONN_REUSED, "reused"),
@@ -942,8 +954,13 @@ fn load_fast(net: &Net, mode: AttachMode) -> (FastPath, f64) {
     }
     net.lb.enter(|| {
         for i in 0..=3 {
-            fp.attach(&format!("l{i}"), mode, true)
-                .unwrap_or_else(|e| panic!("attach l{i} {mode:?}: {e}"));
+            let dev = format!("l{i}");
+            if mode == AttachMode::Tc {
+                attach_tc(&mut fp, &dev);
+                continue;
+            }
+            fp.attach(&dev, mode, true)
+                .unwrap_or_else(|e| panic!("attach {dev} {mode:?}: {e}"));
         }
     });
     if mode == AttachMode::Native {
@@ -957,6 +974,25 @@ fn load_fast(net: &Net, mode: AttachMode) -> (FastPath, f64) {
         }
     }
     (fp, t.elapsed().as_secs_f64())
+}
+
+/// The tc program at `dev`'s ingress: through tcx where the kernel has it (as xvsd attaches
+/// it), else through netlink (clsact), which older kernels such as the VM's 6.1 have. Either
+/// link belongs to the program and goes when the FastPath is dropped.
+fn attach_tc(fp: &mut FastPath, dev: &str) {
+    if fp.attach(dev, AttachMode::Tc, true).is_ok() {
+        return;
+    }
+    use aya::programs::{tc, SchedClassifier, TcAttachType};
+    let _ = tc::qdisc_add_clsact(dev);
+    let p: &mut SchedClassifier = fp
+        .ebpf_mut()
+        .program_mut(lb_common::prog_names::TC)
+        .expect("tc program")
+        .try_into()
+        .expect("tc program type");
+    p.attach(dev, TcAttachType::Ingress)
+        .unwrap_or_else(|e| panic!("attach tc {dev} (netlink): {e:#}"));
 }
 
 /// Dropping the FastPath detaches its programs: make sure, so that the next plain or kernel
@@ -1170,6 +1206,7 @@ fn vm_bench() {
             let fast = match path {
                 Path::Native => Some(load_fast(&net, AttachMode::Native)),
                 Path::Generic => Some(load_fast(&net, AttachMode::Generic)),
+                Path::Tc => Some(load_fast(&net, AttachMode::Tc)),
                 _ => None,
             };
             if let Some((_, s)) = &fast {
@@ -1290,7 +1327,8 @@ fn vm_bench() {
          reallocates their heads and veth's native XDP copies them into new buffers; native \
          mode also moves both ends of each veth to NAPI with the pass-through program on the \
          client and backends (a redirect into a veth is delivered only then) and turns off GSO \
-         on the peers. These figures therefore say how the fast path does on veth in an \
+         on the peers. tc works on the skb the stack already has (no copy, GSO packets whole) \
+         and redirects into the next veth without any program on the peers. These figures therefore say how the fast path does on veth in an \
          emulated VM against kernel IPVS on the same kernel, not what it does on hardware.\n\n",
     );
     md.push_str(&tables);
@@ -1300,7 +1338,7 @@ fn vm_bench() {
          the connections evenly; kernel IPVS's counters (read after its 2 s estimator ran) \
          grew by exactly the connections made, its UDP packets by between the answered and the \
          sent requests, its bytes by at least the payload; the fast path's service and \
-         packet-path counters likewise, with redirects in both modes; for plain forwarding the \
+         packet-path counters likewise, with redirects in every mode; for plain forwarding the \
          balancer's ForwDatagrams grew by at least the packets that had to cross it. Kernel \
          IPVS keeps its default connection table ({conn_tab} buckets) and its connections \
          (TIME_WAIT 2 min) over the whole run; every fast-path run starts with fresh maps \

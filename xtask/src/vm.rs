@@ -1313,7 +1313,7 @@ pub fn vm_bench(quick: bool) -> Result<()> {
     let bins = build_test_binaries(&[("lb-user", "vm_bench")], false)?;
     let build_secs = secs(t0.elapsed());
     let mut opts = VmOptions {
-        timeout: Duration::from_secs(if quick { 300 } else { 720 }),
+        timeout: Duration::from_secs(if quick { 420 } else { 900 }),
         ..Default::default()
     };
     opts.env.push(("XVS_VM_BENCH".into(), "1".into()));

@@ -448,7 +448,7 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), FastPathError> {
         )+};
     }
     load_as!(Xdp: prog_names::XDP, prog_names::XDP_PASS);
-    load_as!(SchedClassifier: prog_names::TC);
+    load_as!(SchedClassifier: prog_names::TC, prog_names::TC_PASS);
     load_as!(aya::programs::CgroupSockAddr: prog_names::CONNECT4, prog_names::SENDMSG4,
         prog_names::RECVMSG4, prog_names::GETPEERNAME4);
     load_as!(aya::programs::SockOps: prog_names::SOCKOPS);

@@ -10,6 +10,9 @@
 //! same traffic and the same table each time:
 //! * `xdp-native`: the fast path in XDP driver mode, forwarding by FIB lookup + XDP_REDIRECT;
 //! * `xdp-generic`: the fast path in generic (skb) mode, the kernel routes the rewritten packet;
+//! * `tc`: the fast path at the tc hook (tcx ingress), forwarding by FIB lookup + bpf_redirect,
+//!   with the socket-level hooks (cgroup connect4 / sendmsg4) balancing the balancer
+//!   namespace's own processes, as xvsd runs it by default on veth;
 //! * `forward`: no NAT at all, the client sends to the endpoints directly (the upper bound);
 //! * `iptables`: kube-proxy iptables-mode rules (iptables-legacy), conntrack NAT;
 //! * `nftables`: kube-proxy nftables-mode rules (verdict maps), conntrack NAT.
@@ -18,10 +21,18 @@
 //! program on the client's c0 and the endpoints' b0 (a redirect into a veth is delivered only
 //! when the peer runs one; the other methods do not need it, and on veth it would make them
 //! copy every skb). GRO/GSO/TSO and checksum offloads are off on every veth, so every method
-//! handles the same packets one by one.
+//! handles the same packets one by one, except in the `-offloads` patterns, where the
+//! senders (c0, b0) have their default offloads (tx checksum offload, TSO, GSO: packets carry
+//! CHECKSUM_PARTIAL and are GSO super-packets, as pods send them). XDP cannot see
+//! CHECKSUM_PARTIAL, so those patterns run without the XDP methods.
+//!
+//! The `host-` patterns are the balancer namespace's own processes talking to a VIP (the
+//! node's own clients): new connections, and one bulk stream. `tc` balances them at the
+//! socket, `iptables` and `nftables` with the same rules through their OUTPUT hooks, and
+//! `forward` is a direct connection to an endpoint (the baseline).
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +44,9 @@ use super::report::{E2eFigure, E2eRound};
 use super::rules::{self, endpoint, EPORT, VPORT};
 use super::stats::{ratios, Summary};
 use super::sys::{cmd_stdin, CpuSample};
-use super::traffic::{tcp_sink, udp_sink, Sink, TcpStreams, UdpFlows, UdpGen, UdpSpec};
+use super::traffic::{
+    tcp_sink, udp_sink, Sink, TcpConnects, TcpStreams, UdpFlows, UdpGen, UdpSpec,
+};
 use super::{BenchResult, Ctx};
 use crate::ensure;
 use crate::netns::Netns;
@@ -44,14 +57,16 @@ pub enum Method {
     Forward,
     XdpNative,
     XdpGeneric,
+    Tc,
     Iptables,
     Nftables,
 }
 
-pub const METHODS: [Method; 5] = [
+pub const METHODS: [Method; 6] = [
     Method::Forward,
     Method::XdpNative,
     Method::XdpGeneric,
+    Method::Tc,
     Method::Iptables,
     Method::Nftables,
 ];
@@ -62,6 +77,7 @@ impl Method {
             Method::Forward => "forward",
             Method::XdpNative => "xdp-native",
             Method::XdpGeneric => "xdp-generic",
+            Method::Tc => "tc",
             Method::Iptables => "iptables",
             Method::Nftables => "nftables",
         }
@@ -72,6 +88,7 @@ impl Method {
             Method::Forward => "plain forwarding, no NAT (the upper bound; the baseline)",
             Method::XdpNative => "xvs, XDP native mode (FIB lookup + XDP_REDIRECT)",
             Method::XdpGeneric => "xvs, XDP generic mode (the kernel routes the rewritten packet)",
+            Method::Tc => "xvs at the tc hook (tcx ingress; FIB lookup + bpf_redirect), and at the socket (cgroup connect4/sendmsg4) for the balancer's own processes: xvsd's default on veth",
             Method::Iptables => "iptables-legacy, kube-proxy iptables-mode rules, conntrack NAT",
             Method::Nftables => "nftables, kube-proxy nftables-mode rules, conntrack NAT",
         }
@@ -82,6 +99,7 @@ impl Method {
             Method::Forward => 'f',
             Method::XdpNative => 'n',
             Method::XdpGeneric => 'g',
+            Method::Tc => 'c',
             Method::Iptables => 'i',
             Method::Nftables => 't',
         }
@@ -95,15 +113,26 @@ pub enum Pattern {
     UdpNew,
     TcpOne,
     TcpMany,
+    TcpOneOffloads,
+    TcpManyOffloads,
+    HostConns,
+    HostStream,
 }
 
-pub const PATTERNS: [Pattern; 5] = [
+pub const PATTERNS: [Pattern; 9] = [
     Pattern::UdpOne,
     Pattern::UdpMany,
     Pattern::UdpNew,
     Pattern::TcpOne,
     Pattern::TcpMany,
+    Pattern::TcpOneOffloads,
+    Pattern::TcpManyOffloads,
+    Pattern::HostConns,
+    Pattern::HostStream,
 ];
+
+/// Threads opening connections in `host-tcp-conns`.
+pub const CONNECT_THREADS: usize = 2;
 
 /// Flows of the "many flows" patterns.
 pub const UDP_FLOWS: u32 = 10_000;
@@ -117,6 +146,10 @@ impl Pattern {
             Pattern::UdpNew => "udp-new-flows",
             Pattern::TcpOne => "tcp-1-flow",
             Pattern::TcpMany => "tcp-16-flows",
+            Pattern::TcpOneOffloads => "tcp-1-flow-offloads",
+            Pattern::TcpManyOffloads => "tcp-16-flows-offloads",
+            Pattern::HostConns => "host-tcp-conns",
+            Pattern::HostStream => "host-tcp-stream",
         }
     }
 
@@ -127,19 +160,48 @@ impl Pattern {
             Pattern::UdpNew => "UDP, a flow never seen before on every packet (a new connection each), 60-byte frames",
             Pattern::TcpOne => "TCP, one connection streaming (MSS-sized segments; ACKs come back through the balancer)",
             Pattern::TcpMany => "TCP, 16 connections streaming",
+            Pattern::TcpOneOffloads => "TCP, one connection streaming, the senders' default offloads (tx checksum offload, TSO, GSO)",
+            Pattern::TcpManyOffloads => "TCP, 16 connections streaming, the senders' default offloads (tx checksum offload, TSO, GSO)",
+            Pattern::HostConns => "the balancer namespace's own process opens TCP connections to the VIPs (connect, then close with an RST), 2 threads; `forward`: straight to the endpoints",
+            Pattern::HostStream => "the balancer namespace's own process streams over one TCP connection to a VIP (default offloads); `forward`: straight to an endpoint",
         }
+    }
+
+    /// The senders keep their default offloads (c0 and b0; the balancer namespace's own
+    /// veths always do).
+    pub fn offloads(self) -> bool {
+        matches!(
+            self,
+            Pattern::TcpOneOffloads
+                | Pattern::TcpManyOffloads
+                | Pattern::HostConns
+                | Pattern::HostStream
+        )
+    }
+
+    /// Traffic from the balancer namespace's own process.
+    pub fn host(self) -> bool {
+        matches!(self, Pattern::HostConns | Pattern::HostStream)
+    }
+
+    /// Whether `m` runs this pattern: XDP cannot see CHECKSUM_PARTIAL (its rewrite would
+    /// corrupt those packets' checksums), and does not balance the node's own processes.
+    pub fn runs(self, m: Method) -> bool {
+        !(self.offloads() && matches!(m, Method::XdpNative | Method::XdpGeneric))
     }
 
     pub fn proto(self) -> u8 {
         match self {
             Pattern::UdpOne | Pattern::UdpMany | Pattern::UdpNew => UDP,
-            Pattern::TcpOne | Pattern::TcpMany => TCP,
+            _ => TCP,
         }
     }
 
     pub fn unit(self) -> &'static str {
         if self.proto() == UDP {
             "datagrams"
+        } else if self == Pattern::HostConns {
+            "connections"
         } else {
             "data segments"
         }
@@ -257,9 +319,31 @@ struct Site {
     dests: Vec<Netns>,
     c0_mac: [u8; 6],
     l0_mac: [u8; 6],
+    /// Whether c0 and b0 have their default offloads now (set per pattern).
+    offloads: std::cell::Cell<bool>,
 }
 
 impl Site {
+    /// The senders' default offloads on c0 and b0 (tx checksum offload, TSO, GSO), or off.
+    fn set_offloads(&self, on: bool) {
+        if self.offloads.get() == on {
+            return;
+        }
+        let v = if on { "on" } else { "off" };
+        let args = |dev: &'static str| -> Vec<&'static str> {
+            if on {
+                vec!["-K", dev, "tx", v, "tso", v, "gso", v]
+            } else {
+                vec!["-K", dev, "tx", v, "gso", v]
+            }
+        };
+        self.client.exec("ethtool", &args("c0"));
+        for d in &self.dests {
+            d.exec("ethtool", &args("b0"));
+        }
+        self.offloads.set(on);
+    }
+
     fn new(method: Method, proto: u8, services: u32) -> BenchResult<Site> {
         let t = Instant::now();
         let tag = format!("b{}{}", method.tag(), if proto == TCP { 't' } else { 'u' });
@@ -283,6 +367,11 @@ impl Site {
             }
             d.ip(&["route", "add", "default", "via", &format!("10.11.{k}.1")]);
         }
+        // The balancer's uplink, as a node's default route: its own processes' connect() to a
+        // VIP needs a route before the OUTPUT hook's DNAT (iptables, nftables) rewrites it. A
+        // VIP packet nothing rewrote goes back to the client (which does not forward), never
+        // to an endpoint.
+        lb.ip(&["route", "add", "default", "via", "10.10.0.2"]);
         lb.sysctl("net.ipv4.ip_forward", "1");
         for dev in ["all", "default", "l0", "l1", "l2"] {
             lb.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0");
@@ -367,6 +456,9 @@ impl Site {
                 .ctx("loading the fast path")?;
                 f.apply(&rules::xvs_changes(services, proto))
                     .ctx("applying the table")?;
+                // UDP connections expire after 1 s (see `reclaim`); the timeout is one
+                // comparison per packet whatever its value.
+                f.set_timeouts(0, 0, 1).ctx("UDP timeout")?;
                 let mode = if native {
                     AttachMode::Native
                 } else {
@@ -388,6 +480,34 @@ impl Site {
                             .ctx("attach pass b0")?;
                     }
                 }
+                fp = Some(f);
+            }
+            Method::Tc => {
+                let mut f = FastPath::load(FastPathConfig {
+                    fib_redirect: true,
+                    // Room for every connection the host-conns pattern opens in a run (their
+                    // entries expire only after the run).
+                    sock_table_size: 1 << 19,
+                    ..Default::default()
+                })
+                .ctx("loading the fast path")?;
+                f.apply(&rules::xvs_changes(services, proto))
+                    .ctx("applying the table")?;
+                // UDP connections expire after 1 s (see `reclaim`); the timeout is one
+                // comparison per packet whatever its value.
+                f.set_timeouts(0, 0, 1).ctx("UDP timeout")?;
+                let cgroup = lb_user::fastpath::sockets::cgroup2_root(std::path::Path::new(
+                    "/sys/fs/cgroup",
+                ))
+                .ctx("cgroup v2")?;
+                lb.enter(|| -> BenchResult<()> {
+                    for dev in ["l0", "l1", "l2"] {
+                        f.attach(dev, AttachMode::Tc, true)
+                            .ctx(&format!("attach tc {dev}"))?;
+                    }
+                    // Sockets of this namespace (the netns cookie is the calling thread's).
+                    f.attach_sockets(&cgroup).ctx("attach the socket hooks")
+                })?;
                 fp = Some(f);
             }
             Method::Iptables => {
@@ -430,11 +550,33 @@ impl Site {
             dests,
             c0_mac,
             l0_mac,
+            offloads: std::cell::Cell::new(false),
         })
+    }
+
+    /// Deletes the fast path's expired connections, as xvsd does periodically. The connection
+    /// table is a hash map that refuses new entries when full (it never evicts): without this,
+    /// udp-new-flows (a new connection per packet, hundreds of thousands a second) would fill
+    /// it within a few rounds. Run outside the measured window.
+    fn reclaim(&mut self) -> BenchResult<()> {
+        if let Some(f) = &mut self.fp {
+            f.reclaim_expired().ctx("reclaiming expired connections")?;
+        }
+        Ok(())
     }
 
     fn delivered(&self) -> Vec<u64> {
         self.sinks.iter().map(|s| s.get()).collect()
+    }
+
+    /// What a pattern counts at the receivers: connections accepted (host-tcp-conns), else
+    /// bytes (TCP) or datagrams (UDP).
+    fn delivered_for(&self, p: Pattern) -> Vec<u64> {
+        if p == Pattern::HostConns {
+            self.sinks.iter().map(|s| s.accepted()).collect()
+        } else {
+            self.delivered()
+        }
     }
 
     fn paths(&self) -> BenchResult<Option<Vec<u64>>> {
@@ -482,9 +624,10 @@ fn sum(v: &[u64]) -> u64 {
 
 /// One run of one pattern on one site: warm-up, then the measured window.
 fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchResult<E2eRound> {
+    site.set_offloads(p.offloads());
     let paths0 = site.paths()?;
     let fwd0 = snmp(&site.lb, "Ip", "ForwDatagrams")?;
-    let deliv0 = site.delivered();
+    let deliv0 = site.delivered_for(p);
     let rcvbuf0: u64 = if p.proto() == UDP {
         site.dests
             .iter()
@@ -528,14 +671,48 @@ fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchR
             gen_errors = errors.load(std::sync::atomic::Ordering::Relaxed);
             (a, b, sent.load(std::sync::atomic::Ordering::Relaxed), 0u32)
         }
-        Pattern::TcpOne | Pattern::TcpMany => {
-            let n = if p == Pattern::TcpOne { 1 } else { TCP_FLOWS };
-            let s = TcpStreams::start(&site.client, &site.tcp_targets(n))?;
+        Pattern::HostConns => {
+            for s in &site.sinks {
+                s.close_on_accept.store(true, Ordering::SeqCst);
+            }
+            let c = TcpConnects::start(&site.lb, &site.tcp_targets(10), CONNECT_THREADS);
+            std::thread::sleep(o.warmup);
+            let snap = |c: &TcpConnects| Snap {
+                at: Instant::now(),
+                sent: c.made.load(Ordering::Relaxed),
+                delivered: site.delivered_for(p),
+                cpu: CpuSample::now(),
+            };
+            let a = snap(&c);
+            std::thread::sleep(o.duration);
+            let b = snap(&c);
+            let (made, errors) = (c.made.clone(), c.errors.clone());
+            c.stop();
+            // Accept what is still queued before the sinks go back to reading.
+            std::thread::sleep(Duration::from_millis(50));
+            for s in &site.sinks {
+                s.close_on_accept.store(false, Ordering::SeqCst);
+            }
+            gen_errors = errors.load(Ordering::Relaxed);
+            (a, b, made.load(Ordering::Relaxed), 1u32)
+        }
+        Pattern::TcpOne
+        | Pattern::TcpMany
+        | Pattern::TcpOneOffloads
+        | Pattern::TcpManyOffloads
+        | Pattern::HostStream => {
+            let n = if matches!(p, Pattern::TcpMany | Pattern::TcpManyOffloads) {
+                TCP_FLOWS
+            } else {
+                1
+            };
+            let from = if p.host() { &site.lb } else { &site.client };
+            let s = TcpStreams::start(from, &site.tcp_targets(n))?;
             std::thread::sleep(o.warmup);
             let snap = || Snap {
                 at: Instant::now(),
                 sent: 0,
-                delivered: site.delivered(),
+                delivered: site.delivered_for(p),
                 cpu: CpuSample::now(),
             };
             let a = snap();
@@ -556,7 +733,7 @@ fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchR
         .map(|(x, y)| x - y)
         .collect();
     let units = |bytes_or_pkts: u64| -> f64 {
-        if p.proto() == TCP {
+        if p.proto() == TCP && p != Pattern::HostConns {
             bytes_or_pkts as f64 / mss as f64
         } else {
             bytes_or_pkts as f64
@@ -564,7 +741,7 @@ fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchR
     };
     let delivered = units(sum(&per_dest));
     let cpu = b.cpu.since(&a.cpu);
-    let deliv_total_raw: u64 = sum(&site.delivered()) - sum(&deliv0);
+    let deliv_total_raw: u64 = sum(&site.delivered_for(p)) - sum(&deliv0);
     let deliv_total = units(deliv_total_raw);
     let fwd = snmp(&site.lb, "Ip", "ForwDatagrams")? - fwd0;
     let m = site.method.id();
@@ -576,8 +753,11 @@ fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchR
         deliv_total
     );
     // Traffic to VIP:80 can only reach the endpoints' :8080 sockets through a DNAT: the
-    // balancer has no route to the VIPs. Many flows must reach both destination namespaces.
-    if p != Pattern::UdpOne && p != Pattern::TcpOne {
+    // balancer routes the VIPs back to the client. Many flows must reach both destination namespaces.
+    if !matches!(
+        p,
+        Pattern::UdpOne | Pattern::TcpOne | Pattern::TcpOneOffloads | Pattern::HostStream
+    ) {
         ensure!(
             per_dest.iter().all(|d| *d > 0),
             "{what}: not every destination namespace received traffic: {per_dest:?}"
@@ -599,7 +779,68 @@ fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchR
             "{what}: {deliv_total_raw} delivered but {total_sent} sent"
         );
     }
+    if p == Pattern::HostConns {
+        ensure!(
+            gen_errors * 100 <= total_sent,
+            "{what}: {gen_errors} connects failed, {total_sent} succeeded"
+        );
+        ensure!(
+            deliv_total_raw as f64 >= total_sent as f64 * 0.99,
+            "{what}: {total_sent} connections made, {deliv_total_raw} accepted by the endpoints"
+        );
+        checked.push(format!(
+            "{total_sent} connections made ({gen_errors} connects failed), {deliv_total_raw} accepted"
+        ));
+    }
     match (&paths0, site.paths()?) {
+        (Some(p0), Some(p1)) if p.host() => {
+            let d = |i: u32| p1[i as usize] - p0[i as usize];
+            ensure!(
+                d(path::SOCK_TABLE_FULL) == 0 && d(path::SOCK_NO_DEST) == 0,
+                "{what}: the socket hooks refused {} connections (table full) and found no destination for {}",
+                d(path::SOCK_TABLE_FULL),
+                d(path::SOCK_NO_DEST)
+            );
+            let want = if p == Pattern::HostConns {
+                total_sent
+            } else {
+                1
+            };
+            ensure!(
+                d(path::SOCK_NEW) >= want,
+                "{what}: {} connections balanced at the socket, {want} made",
+                d(path::SOCK_NEW)
+            );
+            checked.push(format!(
+                "socket hooks: {} connections balanced (SOCK_NEW)",
+                d(path::SOCK_NEW)
+            ));
+        }
+        (Some(p0), Some(p1)) if p.offloads() => {
+            // GSO super-packets: far fewer packets than segments cross the program.
+            let d = |i: u32| p1[i as usize] - p0[i as usize];
+            let balanced = d(path::FWD_NEW) + d(path::FWD_ESTABLISHED);
+            let tx = d(path::TX_REDIRECT) + d(path::TX_REDIRECT_NEIGH);
+            ensure!(
+                balanced > 0 && d(path::REPLY) > 0,
+                "{what}: the fast path balanced {balanced} packets and {} replies",
+                d(path::REPLY)
+            );
+            ensure!(
+                tx as f64 >= (balanced + d(path::REPLY)) as f64 * 0.99,
+                "{what}: {tx} packets redirected, {balanced} balanced and {} replies",
+                d(path::REPLY)
+            );
+            ensure!(
+                (fwd as f64) < 0.01 * balanced as f64 + 100.0,
+                "{what}: the kernel forwarded {fwd} packets: tc redirects should bypass it"
+            );
+            checked.push(format!(
+                "fast-path counters: {balanced} packets balanced ({:.1} segments each), {} replies, {tx} redirected; kernel forwarded {fwd}",
+                deliv_total / balanced.max(1) as f64,
+                d(path::REPLY)
+            ));
+        }
         (Some(p0), Some(p1)) => {
             let d = |i: u32| p1[i as usize] - p0[i as usize];
             let balanced = d(path::FWD_NEW) + d(path::FWD_ESTABLISHED);
@@ -620,20 +861,25 @@ fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchR
                     "{what}: no reply went through the fast path"
                 );
             }
-            let tx = if site.method == Method::XdpNative {
+            let redirects = matches!(site.method, Method::XdpNative | Method::Tc);
+            let tx = if redirects {
                 path::TX_REDIRECT
             } else {
                 path::TX_PASS
             };
+            let d_tx = if redirects {
+                d(path::TX_REDIRECT) + d(path::TX_REDIRECT_NEIGH)
+            } else {
+                d(path::TX_PASS)
+            };
             ensure!(
-                d(tx) as f64 >= deliv_total * 0.99,
-                "{what}: {} packets left by the expected way ({tx}), {deliv_total} delivered",
-                d(tx)
+                d_tx as f64 >= deliv_total * 0.99,
+                "{what}: {d_tx} packets left by the expected way ({tx}), {deliv_total} delivered"
             );
-            if site.method == Method::XdpNative {
+            if redirects {
                 ensure!(
                     (fwd as f64) < 0.01 * deliv_total + 100.0,
-                    "{what}: the kernel forwarded {fwd} packets: native mode should bypass it"
+                    "{what}: the kernel forwarded {fwd} packets: native mode and tc should bypass it"
                 );
             } else {
                 ensure!(
@@ -645,8 +891,26 @@ fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchR
                 "fast-path counters: {balanced} balanced ({} new), {} replies, {} via {}; kernel forwarded {fwd}",
                 d(path::FWD_NEW),
                 d(path::REPLY),
-                d(tx),
-                if tx == path::TX_REDIRECT { "XDP_REDIRECT" } else { "XDP_PASS to the stack" }
+                d_tx,
+                match site.method {
+                    Method::Tc => "bpf_redirect",
+                    Method::XdpNative => "XDP_REDIRECT",
+                    _ => "XDP_PASS to the stack",
+                }
+            ));
+        }
+        _ if p.host() => {
+            // Local traffic is not forwarded; only a DNAT (or the socket hooks) delivers VIP:80
+            // to the endpoints' :8080.
+        }
+        _ if p.offloads() => {
+            ensure!(
+                fwd > 0,
+                "{what}: the kernel forwarded no packets, {deliv_total} segments delivered"
+            );
+            checked.push(format!(
+                "kernel forwarded {fwd} packets ({:.1} segments each)",
+                deliv_total / fwd as f64
             ));
         }
         _ => {
@@ -680,7 +944,7 @@ fn measure(site: &Site, p: Pattern, o: &E2eOpts, seq: &Arc<AtomicU64>) -> BenchR
         per_dest,
         receiver_drops: rcvbuf,
         generator_errors: gen_errors,
-        mbit_s: if p.proto() == TCP {
+        mbit_s: if p.proto() == TCP && p != Pattern::HostConns {
             delivered * mss as f64 * 8.0 / secs / 1e6
         } else {
             0.0
@@ -708,14 +972,17 @@ pub fn run(o: &E2eOpts, out: &mut Vec<E2eFigure>) -> BenchResult<()> {
                 .copied()
                 .filter(|m| *m == Method::Forward || o.methods.contains(m))
                 .collect();
-            let sites = methods
+            let mut sites = methods
                 .iter()
                 .map(|m| Site::new(*m, proto, n))
                 .collect::<BenchResult<Vec<Site>>>()?;
             let mut res: BTreeMap<(Pattern, Method), Vec<E2eRound>> = BTreeMap::new();
             for r in 0..o.rounds {
                 for &p in &patterns {
-                    for s in &sites {
+                    for s in sites.iter_mut().filter(|s| p.runs(s.method)) {
+                        if p == Pattern::UdpNew {
+                            s.reclaim()?;
+                        }
                         let x = measure(s, p, o, &seq)?;
                         eprintln!(
                             "  e2e round {}: {n} services {:<14} {:<12} {:>7.3} Mpps  {:>6.0} ns/pkt CPU ({:.2} CPUs){}",
@@ -739,7 +1006,7 @@ pub fn run(o: &E2eOpts, out: &mut Vec<E2eFigure>) -> BenchResult<()> {
                 let base = &res[&(p, Method::Forward)];
                 let base_pps: Vec<f64> = base.iter().map(|x| x.pps).collect();
                 let base_cpu: Vec<f64> = base.iter().map(|x| x.cpu_ns_per_pkt).collect();
-                for &m in &methods {
+                for &m in methods.iter().filter(|m| p.runs(**m)) {
                     let rs = &res[&(p, m)];
                     let pps: Vec<f64> = rs.iter().map(|x| x.pps).collect();
                     let cpu: Vec<f64> = rs.iter().map(|x| x.cpu_ns_per_pkt).collect();

@@ -3,8 +3,9 @@
 #![allow(clippy::type_complexity)]
 //! Item 1: the per-packet cost of the compiled BPF programs through BPF_PROG_TEST_RUN.
 //!
-//! Two methods, each with its own floor (the trivial `xvs_pass` program) measured the same way
-//! in the same round:
+//! Every case runs through both balancer programs, `xvs_xdp` and `xvs_tc`, each against the
+//! floor of its own hook (the trivial `xvs_pass` or `xvs_tc_pass`). Two methods, each with its
+//! own floor measured the same way in the same round:
 //! * `calls` (Katran's): many calls with repeat = 1, each on a fresh copy of the input, the
 //!   kernel-reported durations averaged. Every case can be measured this way, new connections
 //!   included (a different client per call). It carries the kernel's fixed per-call overhead.
@@ -23,9 +24,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use lb_common::{
-    map_names, path, tcp_state, Config, ConnValue, DestValue, FlowKey, ReplyValue,
+    map_names, path, prog_names, tcp_state, Config, ConnValue, DestValue, FlowKey, ReplyValue,
     CFG_F_FIB_REDIRECT, PROTO_TCP,
 };
 use lb_user::fastpath::{conns::now_ns, FastPath, FastPathConfig};
@@ -41,6 +42,71 @@ use crate::packet::{ACK, SYN, TCP};
 
 pub const XDP_PASS: u32 = 2;
 pub const XDP_REDIRECT: u32 = 4;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
+
+/// The hook whose program a case runs through: every case is measured through both, each
+/// against the floor of its own hook (a pass-through program of the same type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Hook {
+    Xdp,
+    Tc,
+}
+
+pub const HOOKS: [Hook; 2] = [Hook::Xdp, Hook::Tc];
+
+impl Hook {
+    pub fn id(self) -> &'static str {
+        match self {
+            Hook::Xdp => "xdp",
+            Hook::Tc => "tc",
+        }
+    }
+
+    /// The balancer at this hook.
+    pub fn prog(self) -> &'static str {
+        match self {
+            Hook::Xdp => prog_names::XDP,
+            Hook::Tc => prog_names::TC,
+        }
+    }
+
+    /// The floor: a pass-through program of the same type.
+    pub fn pass_prog(self) -> &'static str {
+        match self {
+            Hook::Xdp => prog_names::XDP_PASS,
+            Hook::Tc => prog_names::TC_PASS,
+        }
+    }
+}
+
+/// A loaded program of either hook, run through BPF_PROG_TEST_RUN.
+#[derive(Clone, Copy)]
+enum Prog<'a> {
+    Xdp(&'a Xdp),
+    Tc(&'a SchedClassifier),
+}
+
+impl Prog<'_> {
+    fn test_run(&self, opts: TestRunOptions<'_>) -> Result<TestRunResult, ProgramError> {
+        match self {
+            Prog::Xdp(p) => p.test_run(opts),
+            Prog::Tc(p) => p.test_run(opts),
+        }
+    }
+
+    /// The verdict in XDP's numbers (tc's TC_ACT_OK is XDP_PASS, TC_ACT_REDIRECT
+    /// XDP_REDIRECT), so one expectation serves both hooks; anything else is passed on with
+    /// 1000 added, which no check accepts.
+    fn verdict(&self, raw: u32) -> u32 {
+        match (self, raw) {
+            (Prog::Xdp(_), v) => v,
+            (Prog::Tc(_), TC_ACT_OK) => XDP_PASS,
+            (Prog::Tc(_), TC_ACT_REDIRECT) => XDP_REDIRECT,
+            (Prog::Tc(_), v) => 1000 + v,
+        }
+    }
+}
 
 /// Destinations per service.
 pub const DESTS: u32 = 10;
@@ -104,7 +170,7 @@ pub struct CaseInfo {
 pub const CASES: &[CaseInfo] = &[
     CaseInfo {
         id: "floor",
-        what: "trivial XDP_PASS program (`xvs_pass`): the floor",
+        what: "trivial pass-through program of the same hook (`xvs_pass` for XDP, `xvs_tc_pass` for tc): the floor",
     },
     CaseInfo {
         id: "not_vip",
@@ -124,7 +190,7 @@ pub const CASES: &[CaseInfo] = &[
     },
     CaseInfo {
         id: "est_fwd_fib",
-        what: "established connection, forward, with the FIB lookup and XDP_REDIRECT (native mode's path)",
+        what: "established connection, forward, with the FIB lookup and redirect (XDP_REDIRECT in native mode; bpf_redirect at tc)",
     },
     CaseInfo {
         id: "new_rr",
@@ -506,13 +572,17 @@ impl Bench {
         }
     }
 
-    fn prog(&self, name: &str) -> BenchResult<&Xdp> {
-        self.fp
+    fn prog(&self, name: &str) -> BenchResult<Prog<'_>> {
+        let p = self
+            .fp
             .ebpf()
             .program(name)
-            .ok_or_else(|| format!("program {name} missing"))?
-            .try_into()
-            .ctx(name)
+            .ok_or_else(|| format!("program {name} missing"))?;
+        if name == prog_names::TC || name == prog_names::TC_PASS {
+            Ok(Prog::Tc(p.try_into().ctx(name)?))
+        } else {
+            Ok(Prog::Xdp(p.try_into().ctx(name)?))
+        }
     }
 
     fn path_stats(&self) -> BenchResult<Vec<u64>> {
@@ -541,6 +611,14 @@ pub fn path_name(i: u32) -> &'static str {
         path::CONN_REUSED => "CONN_REUSED",
         path::REPLY_NO_CONN => "REPLY_NO_CONN",
         path::INSERT_FAILED => "INSERT_FAILED",
+        path::PASS_KERNEL_FLOW => "PASS_KERNEL_FLOW",
+        path::PASS_MALFORMED => "PASS_MALFORMED",
+        path::DROP_TABLE_FULL => "DROP_TABLE_FULL",
+        path::TX_REDIRECT_NEIGH => "TX_REDIRECT_NEIGH",
+        path::SOCK_NEW => "SOCK_NEW",
+        path::SOCK_ESTABLISHED => "SOCK_ESTABLISHED",
+        path::SOCK_NO_DEST => "SOCK_NO_DEST",
+        path::SOCK_TABLE_FULL => "SOCK_TABLE_FULL",
         _ => "?",
     }
 }
@@ -578,7 +656,7 @@ fn check_paths(
 
 /// Method `calls`: n calls with repeat = 1; the mean kernel-reported duration in ns.
 fn calls(
-    prog: &Xdp,
+    prog: Prog<'_>,
     n: usize,
     mut frame: impl FnMut(usize, &mut Vec<u8>),
     mut check: impl FnMut(usize, u32, &[u8]) -> BenchResult<()>,
@@ -596,13 +674,17 @@ fn calls(
             })
             .ctx("BPF_PROG_TEST_RUN")?;
         total += r.duration.as_nanos();
-        check(i, r.return_value, &out[..r.data_size_out as usize])?;
+        check(
+            i,
+            prog.verdict(r.return_value),
+            &out[..r.data_size_out as usize],
+        )?;
     }
     Ok(total as f64 / n as f64)
 }
 
 /// Method `repeat`: one call with `repeat` repetitions; (ns per repetition, verdict, output).
-fn repeat(prog: &Xdp, frame: &[u8], repeat: u32) -> BenchResult<(f64, u32, Vec<u8>)> {
+fn repeat(prog: Prog<'_>, frame: &[u8], repeat: u32) -> BenchResult<(f64, u32, Vec<u8>)> {
     let mut out = vec![0u8; 512];
     let r = prog
         .test_run(TestRunOptions {
@@ -615,7 +697,11 @@ fn repeat(prog: &Xdp, frame: &[u8], repeat: u32) -> BenchResult<(f64, u32, Vec<u
     out.truncate(r.data_size_out as usize);
     // The kernel reports the mean in whole ns (truncated). A wall-clock mean would have the
     // fraction, but counts the time the thread spends descheduled when the machine is busy.
-    Ok((r.duration.as_nanos() as f64, r.return_value, out))
+    Ok((
+        r.duration.as_nanos() as f64,
+        prog.verdict(r.return_value),
+        out,
+    ))
 }
 
 fn expect_flow(out: &[u8], want: (u32, u16, u32, u16), case: &str) -> BenchResult<()> {
@@ -642,12 +728,14 @@ fn fmt_flow(f: (u32, u16, u32, u16)) -> String {
 /// Per-round results of one configuration.
 #[derive(Default)]
 struct Rounds {
-    /// (method, case) -> ns per round.
-    ns: std::collections::BTreeMap<(&'static str, &'static str), Vec<f64>>,
-    /// method -> floor per round.
-    floor: std::collections::BTreeMap<&'static str, Vec<f64>>,
-    /// (method, case) -> packets per round and what was checked.
-    info: std::collections::BTreeMap<(&'static str, &'static str), (u64, String)>,
+    /// (hook, method, case) -> ns per round.
+    ns: std::collections::BTreeMap<(Hook, &'static str, &'static str), Vec<f64>>,
+    /// (hook, method) -> floor per round.
+    floor: std::collections::BTreeMap<(Hook, &'static str), Vec<f64>>,
+    /// (hook, method, case) -> packets per round and what was checked.
+    info: std::collections::BTreeMap<(Hook, &'static str, &'static str), (u64, String)>,
+    /// The hook `push` files figures under.
+    hook: Option<Hook>,
 }
 
 impl Rounds {
@@ -659,13 +747,22 @@ impl Rounds {
         packets: u64,
         checked: String,
     ) {
-        self.ns.entry((method, case)).or_default().push(ns);
-        self.info.insert((method, case), (packets, checked));
+        let hook = self.hook.unwrap_or(Hook::Xdp);
+        self.ns.entry((hook, method, case)).or_default().push(ns);
+        self.info.insert((hook, method, case), (packets, checked));
+    }
+
+    fn push_floor(&mut self, method: &'static str, ns: f64) {
+        let hook = self.hook.unwrap_or(Hook::Xdp);
+        self.floor.entry((hook, method)).or_default().push(ns);
     }
 }
 
-/// Runs every case of one round on the configuration loaded in `b`.
-fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResult<()> {
+/// Runs every case of one round on the configuration loaded in `b`, through the program of
+/// `hook` against that hook's floor.
+fn round(b: &mut Bench, o: &MicroOpts, conns: u32, hook: Hook, rs: &mut Rounds) -> BenchResult<()> {
+    rs.hook = Some(hook);
+    let (lb_prog, pass_prog) = (hook.prog(), hook.pass_prog());
     let n = o.calls;
     let r00 = rip(0, 0);
     let (c0, p0, _, _) = prefill_flow(0, b.services);
@@ -682,7 +779,7 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
     let floor_calls = |b: &Bench| -> BenchResult<f64> {
         let before = b.path_stats()?;
         let ns = calls(
-            b.prog("xvs_pass")?,
+            b.prog(pass_prog)?,
             n,
             |_, f| f.clone_from(&floor_frame),
             |_, v, out| {
@@ -732,7 +829,7 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
         let input = buf.clone();
         let before = b.path_stats()?;
         let ns = calls(
-            b.prog("xvs_xdp")?,
+            b.prog(lb_prog)?,
             n,
             |_, f| f.clone_from(&input),
             |_, v, out| {
@@ -746,7 +843,7 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
             case,
             ns,
             n as u64,
-            format!("path counters {} and no other; verdict XDP_PASS and the rewritten flow checked on every packet", fmt_paths(&paths)),
+            format!("path counters {} and no other; verdict pass (XDP_PASS, TC_ACT_OK at tc) and the rewritten flow checked on every packet", fmt_paths(&paths)),
         );
     }
 
@@ -756,7 +853,7 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
         let before = b.path_stats()?;
         let flow_of = |i: usize| -> u32 { ((i as u64 * 7919) % conns as u64) as u32 };
         let ns = calls(
-            b.prog("xvs_xdp")?,
+            b.prog(lb_prog)?,
             n,
             |i, f| {
                 let (saddr, sport, s, _) = prefill_flow(flow_of(i), services);
@@ -786,7 +883,7 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
         frame::write(&mut buf, &est_fwd, &opts(ACK));
         let input = buf.clone();
         let before = b.path_stats()?;
-        let prog = b.prog("xvs_xdp")?;
+        let prog = b.prog(lb_prog)?;
         let res = b.fib.ns.enter(|| {
             calls(
                 prog,
@@ -817,7 +914,7 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
             "est_fwd_fib",
             ns,
             n as u64,
-            format!("path counters {} and no other; verdict XDP_REDIRECT, next-hop MAC and TTL checked on every packet", fmt_paths(&paths)),
+            format!("path counters {} and no other; verdict redirect (XDP_REDIRECT, TC_ACT_REDIRECT at tc), next-hop MAC and TTL checked on every packet", fmt_paths(&paths)),
         );
     }
 
@@ -830,7 +927,7 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
         let mut chosen: Vec<u32> = Vec::with_capacity(m);
         let before = b.path_stats()?;
         let ns = calls(
-            b.prog("xvs_xdp")?,
+            b.prog(lb_prog)?,
             m,
             |i, f| {
                 let (saddr, sport) = new_client(start + i as u64);
@@ -895,22 +992,19 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
     }
     b.set_scheduler("rr")?;
     let floor_b = floor_calls(b)?;
-    rs.floor
-        .entry("calls")
-        .or_default()
-        .push((floor_a + floor_b) / 2.0);
+    rs.push_floor("calls", (floor_a + floor_b) / 2.0);
     rs.push(
         "calls",
         "floor",
         (floor_a + floor_b) / 2.0,
         2 * n as u64,
-        "verdict XDP_PASS and output unchanged on every packet; no path counter moved".into(),
+        "verdict pass and output unchanged on every packet; no path counter moved".into(),
     );
 
     // ---- method `repeat` ----
     let r = o.repeat;
     let floor_rep = |b: &Bench| -> BenchResult<f64> {
-        let (ns, v, out) = repeat(b.prog("xvs_pass")?, &floor_frame, r)?;
+        let (ns, v, out) = repeat(b.prog(pass_prog)?, &floor_frame, r)?;
         ensure!(
             v == XDP_PASS && out == floor_frame,
             "floor (repeat): verdict {v}"
@@ -943,7 +1037,7 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
     for (case, flow, flags, paths) in rep_cases {
         frame::write(&mut buf, &flow, &opts(flags));
         let before = b.path_stats()?;
-        let (ns, v, out) = repeat(b.prog("xvs_xdp")?, &buf, r)?;
+        let (ns, v, out) = repeat(b.prog(lb_prog)?, &buf, r)?;
         ensure!(v == XDP_PASS, "{case} (repeat): verdict {v}");
         expect_flow(&out, (flow.saddr, flow.sport, flow.daddr, flow.dport), case)?;
         check_paths(&before, &b.path_stats()?, &paths, case)?;
@@ -952,20 +1046,17 @@ fn round(b: &mut Bench, o: &MicroOpts, conns: u32, rs: &mut Rounds) -> BenchResu
             case,
             ns,
             r as u64,
-            format!("path counters {} and no other: every repetition took the path; verdict XDP_PASS, output the same flow (bounce)", fmt_paths(&paths)),
+            format!("path counters {} and no other: every repetition took the path; verdict pass, output the same flow (bounce)", fmt_paths(&paths)),
         );
     }
     let floor_b = floor_rep(b)?;
-    rs.floor
-        .entry("repeat")
-        .or_default()
-        .push((floor_a + floor_b) / 2.0);
+    rs.push_floor("repeat", (floor_a + floor_b) / 2.0);
     rs.push(
         "repeat",
         "floor",
         (floor_a + floor_b) / 2.0,
         2 * r as u64,
-        "verdict XDP_PASS, output unchanged".into(),
+        "verdict pass, output unchanged".into(),
     );
     Ok(())
 }
@@ -988,7 +1079,9 @@ fn run_pinned(o: &MicroOpts, out: &mut Vec<MicroFigure>) -> BenchResult<()> {
             let t = Instant::now();
             let mut rs = Rounds::default();
             for _ in 0..o.rounds {
-                round(&mut b, o, c, &mut rs)?;
+                for hook in HOOKS {
+                    round(&mut b, o, c, hook, &mut rs)?;
+                }
             }
             b.check_fill()?;
             eprintln!(
@@ -996,10 +1089,11 @@ fn run_pinned(o: &MicroOpts, out: &mut Vec<MicroFigure>) -> BenchResult<()> {
                 o.rounds,
                 t.elapsed().as_secs_f64()
             );
-            for ((method, case), ns) in &rs.ns {
-                let floor = &rs.floor[method];
-                let (packets, checked) = rs.info[&(*method, *case)].clone();
+            for ((hook, method, case), ns) in &rs.ns {
+                let floor = &rs.floor[&(*hook, *method)];
+                let (packets, checked) = rs.info[&(*hook, *method, *case)].clone();
                 out.push(MicroFigure {
+                    hook: hook.id().to_string(),
                     method: method.to_string(),
                     case: case.to_string(),
                     what: case_what(case).to_string(),
@@ -1008,7 +1102,8 @@ fn run_pinned(o: &MicroOpts, out: &mut Vec<MicroFigure>) -> BenchResult<()> {
                     packets_per_round: packets,
                     ns: Summary::of(ns),
                     baseline: format!(
-                        "floor: xvs_pass by the same method ({method}) in the same round"
+                        "floor: {} by the same method ({method}) in the same round",
+                        hook.pass_prog()
                     ),
                     baseline_ns: Summary::of(floor),
                     net_ns: Summary::of(&diffs(ns, floor)),
@@ -1018,15 +1113,17 @@ fn run_pinned(o: &MicroOpts, out: &mut Vec<MicroFigure>) -> BenchResult<()> {
                     checked,
                 });
             }
-            let med = |m: &str, c: &str| {
-                out.iter()
-                    .rev()
-                    .find(|f| f.method == m && f.case == c)
-                    .map(|f| f.ns.median)
-                    .unwrap_or(0.0)
-            };
-            eprintln!(
-                "    calls: floor {:.1}  not_vip {:.1}  est_fwd {:.1}  est_reply {:.1}  spread {:.1}  fib {:.1}  new rr {:.1} wrr {:.1} sh {:.1} ns; repeat: floor {:.1} est_fwd {:.1}",
+            for hook in HOOKS {
+                let med = |m: &str, c: &str| {
+                    out.iter()
+                        .rev()
+                        .find(|f| f.hook == hook.id() && f.method == m && f.case == c)
+                        .map(|f| f.ns.median)
+                        .unwrap_or(0.0)
+                };
+                eprintln!(
+                "    {:<3} calls: floor {:.1}  not_vip {:.1}  est_fwd {:.1}  est_reply {:.1}  spread {:.1}  fib {:.1}  new rr {:.1} wrr {:.1} sh {:.1} ns; repeat: floor {:.1} est_fwd {:.1}",
+                hook.id(),
                 med("calls", "floor"),
                 med("calls", "not_vip"),
                 med("calls", "est_fwd"),
@@ -1039,6 +1136,7 @@ fn run_pinned(o: &MicroOpts, out: &mut Vec<MicroFigure>) -> BenchResult<()> {
                 med("repeat", "floor"),
                 med("repeat", "est_fwd"),
             );
+            }
         }
     }
     Ok(())

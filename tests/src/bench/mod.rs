@@ -1,10 +1,13 @@
 //! Benchmarks of the fast path (`cargo xtask bench`, binary `xvs-bench`).
 //!
-//! * [`micro`]: the per-packet cost of the BPF programs through BPF_PROG_TEST_RUN, next to the
-//!   floor (a trivial XDP_PASS program) measured by the same method in the same rounds.
+//! * [`micro`]: the per-packet cost of the BPF programs (`xvs_xdp` and `xvs_tc`) through
+//!   BPF_PROG_TEST_RUN, next to the floor of each hook (a trivial pass-through program of the
+//!   same type) measured by the same method in the same rounds.
 //! * [`e2e`]: real packets through the balancer's namespace on veth, in turn through the fast
-//!   path (XDP native and generic), plain forwarding (the upper bound), iptables rules shaped
-//!   like kube-proxy's iptables mode and nftables rules shaped like its nftables mode.
+//!   path (XDP native and generic, tc), plain forwarding (the upper bound), iptables rules shaped
+//!   like kube-proxy's iptables mode and nftables rules shaped like its nftables mode; with the
+//!   senders' offloads off and at their defaults; and the balancer namespace's own clients
+//!   (xvs at the socket against the same rules' OUTPUT DNAT and a direct connection).
 //!
 //! Every measurement checks that its packets were really processed the intended way (path
 //! counters, verdicts, rewritten headers, delivery to the right sockets) and fails the run

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::e2e::{Method, METHODS, PATTERNS};
-use super::micro::CASES;
+use super::micro::{Hook, CASES, HOOKS};
 use super::plot::{plot, YAxis};
 use super::stats::Summary;
 use super::sys::Machine;
@@ -15,6 +15,10 @@ use super::{BenchResult, Ctx};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MicroFigure {
+    /// The program measured: "xdp" (`xvs_xdp`) or "tc" (`xvs_tc`); results from before the
+    /// tc hook have none and are XDP's.
+    #[serde(default = "xdp_hook")]
+    pub hook: String,
     /// "calls" (many calls, repeat = 1) or "repeat" (one call, large repeat).
     pub method: String,
     pub case: String,
@@ -34,6 +38,10 @@ pub struct MicroFigure {
     pub rounds_ns: Vec<f64>,
     pub rounds_baseline_ns: Vec<f64>,
     pub checked: String,
+}
+
+fn xdp_hook() -> String {
+    "xdp".into()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -164,24 +172,40 @@ pub fn write_json(r: &Results, dir: &Path) -> BenchResult<()> {
 pub fn write_plots(r: &Results, dir: &Path) -> BenchResult<Vec<(String, String)>> {
     let mut files = Vec::new();
     let conns: BTreeSet<u32> = r.micro.iter().map(|f| f.conns).collect();
-    for c in &conns {
+    for (hook, c) in HOOKS
+        .iter()
+        .flat_map(|h| conns.iter().map(move |c| (*h, c)))
+    {
         let series: Vec<(String, Vec<(f64, Summary)>)> = CASES
             .iter()
             .filter_map(|case| {
                 let pts: Vec<(f64, Summary)> = r
                     .micro
                     .iter()
-                    .filter(|f| f.method == "calls" && f.case == case.id && f.conns == *c)
+                    .filter(|f| {
+                        f.hook == hook.id()
+                            && f.method == "calls"
+                            && f.case == case.id
+                            && f.conns == *c
+                    })
                     .map(|f| (f.services as f64, f.ns))
                     .collect();
                 (!pts.is_empty()).then(|| (case.id.to_string(), pts))
             })
             .collect();
-        let name = format!("micro-ns-per-packet-{c}-conns.svg");
+        if series.is_empty() {
+            continue;
+        }
+        // XDP's plots keep their names from before the tc hook.
+        let name = match hook {
+            Hook::Xdp => format!("micro-ns-per-packet-{c}-conns.svg"),
+            Hook::Tc => format!("micro-tc-ns-per-packet-{c}-conns.svg"),
+        };
         plot(
             &dir.join(&name),
             &format!(
-                "BPF_PROG_TEST_RUN, ns/packet (median, min-max), {} connections in the table",
+                "BPF_PROG_TEST_RUN, {}, ns/packet (median, min-max), {} connections in the table",
+                hook.prog(),
                 thousands(*c)
             ),
             "services (10 destinations each)",
@@ -192,7 +216,8 @@ pub fn write_plots(r: &Results, dir: &Path) -> BenchResult<Vec<(String, String)>
         files.push((
             name,
             format!(
-                "ns per packet against the number of services, {} connections in the table (method `calls`; the floor is the lowest line)",
+                "`{}`: ns per packet against the number of services, {} connections in the table (method `calls`; the floor is the lowest line)",
+                hook.prog(),
                 thousands(*c)
             ),
         ));
@@ -396,9 +421,14 @@ pub fn write_markdown(
     s.push_str("## 1. Per-packet cost of the BPF programs (BPF_PROG_TEST_RUN)\n\n");
     s.push_str(&format!("{}\n\n", m.micro));
     s.push_str("The real compiled programs (the object `cargo build` embeds) run through \
-                BPF_PROG_TEST_RUN on 64-byte TCP frames, with `fib_redirect` off (verdict XDP_PASS after \
-                the rewrite) except in `est_fwd_fib`. Two methods, each with its own floor (the trivial \
-                `xvs_pass` program, measured by the same method at the start and the end of every round):\n\n\
+                BPF_PROG_TEST_RUN on 64-byte TCP frames, with `fib_redirect` off (verdict pass after \
+                the rewrite: XDP_PASS, TC_ACT_OK) except in `est_fwd_fib`. Every case runs through both \
+                hooks' programs, `xvs_xdp` and `xvs_tc` (the same balancer core: tc reads and writes the \
+                skb through the kernel's helpers, `bpf_skb_store_bytes` and the checksum helpers, where \
+                XDP writes the frame directly), each against the floor of its own hook: the trivial \
+                `xvs_pass` (XDP) or `xvs_tc_pass` (tc) program, measured by the same method at the start \
+                and the end of every round. Compare a hook's net cost over its own floor; the floors \
+                differ because BPF_PROG_TEST_RUN builds an skb for tc. Two methods:\n\n\
                 * **calls** (Katran's method): many calls with repeat = 1, each on a fresh input, the \
                 kernel-reported durations averaged. Carries a fixed per-call cost (timer reads and \
                 setup inside the kernel's timed region, the same for every program), which is why its \
@@ -414,27 +444,40 @@ pub fn write_markdown(
         s.push_str(&format!("* `{}`: {}\n", c.id, c.what));
     }
     s.push_str("\nThe table holds N services of 10 destinations each (rr; the measured service 0 has weights \
-                1..10 and is switched to wrr and sh for those cases), and a connection table (LRU, \
-                1,048,576 entries) pre-filled through the map with connections spread over every service \
+                1..10 and is switched to wrr and sh for those cases), and a connection table (hash maps of \
+                1,048,576 entries, which refuse new entries when full rather than evict: the pre-fill \
+                and each case's new connections stay below it) pre-filled through the map with connections spread over every service \
                 and destination. New connections come from clients never seen before, one per call; each \
                 call's two entries are checked and removed afterwards so the table keeps its size.\n\n");
     s.push_str("Cells: median ns per packet [min–max over rounds] ×ratio to the floor (+net ns over the floor).\n\n");
     let services: BTreeSet<u32> = r.micro.iter().map(|f| f.services).collect();
     let conns: BTreeSet<u32> = r.micro.iter().map(|f| f.conns).collect();
-    for method in ["calls", "repeat"] {
+    for (hook, method) in HOOKS
+        .iter()
+        .flat_map(|h| ["calls", "repeat"].map(move |m| (*h, m)))
+    {
+        let hook = hook.id();
         for c in &conns {
             let rows: Vec<&str> = CASES
                 .iter()
                 .map(|c| c.id)
-                .filter(|id| r.micro.iter().any(|f| f.method == method && f.case == *id))
+                .filter(|id| {
+                    r.micro
+                        .iter()
+                        .any(|f| f.hook == hook && f.method == method && f.case == *id)
+                })
                 .collect();
             if rows.is_empty() {
                 continue;
             }
-            let any = r.micro.iter().find(|f| f.method == method && f.conns == *c);
+            let any = r
+                .micro
+                .iter()
+                .find(|f| f.hook == hook && f.method == method && f.conns == *c);
             let Some(any) = any else { continue };
             s.push_str(&format!(
-                "### Method `{method}`, {} connections in the table ({} packets per case and round)\n\n",
+                "### `{}`, method `{method}`, {} connections in the table ({} packets per case and round)\n\n",
+                if hook == "tc" { "xvs_tc" } else { "xvs_xdp" },
                 thousands(*c),
                 thousands(any.packets_per_round as u32)
             ));
@@ -451,7 +494,11 @@ pub fn write_markdown(
                 s.push_str(&format!("| `{id}` |"));
                 for n in &services {
                     match r.micro.iter().find(|f| {
-                        f.method == method && f.case == id && f.conns == *c && f.services == *n
+                        f.hook == hook
+                            && f.method == method
+                            && f.case == id
+                            && f.conns == *c
+                            && f.services == *n
                     }) {
                         Some(f) => s.push_str(&format!(" {} |", cell_ns(f))),
                         None => s.push_str(" – |"),
@@ -481,7 +528,7 @@ pub fn write_markdown(
     s.push_str(
         "One such set of namespaces per method, all built at once with the same table, and the \
                 rounds go through the methods in turn (for every pattern: forward, xdp-native, \
-                xdp-generic, iptables, nftables), so the baseline is measured next to each figure. \
+                xdp-generic, tc, iptables, nftables), so the baseline is measured next to each figure. \
                 Methods:\n\n",
     );
     for mth in METHODS {
@@ -511,9 +558,23 @@ pub fn write_markdown(
                 wake-up per packet); TCP senders and receivers are ordinary sockets. No thread is pinned \
                 (the machine is shared; the scheduler puts them where there is room). Every veth has \
                 one queue per CPU, like a multi-queue NIC, and all offloads that batch packets (GRO, GSO, \
-                TSO, checksum offload) are off, so every method handles the same packets one by one. \
+                TSO, checksum offload) are off, so every method handles the same packets one by one, \
+                except in the `-offloads` and `host-` patterns: there the senders (c0, b0, and the \
+                balancer namespace's own veths) keep their default offloads (tx checksum offload, \
+                TSO, GSO), as pods and the node's own processes have them, so TCP leaves its sockets \
+                as GSO super-packets with CHECKSUM_PARTIAL; the XDP methods do not run those patterns \
+                (XDP cannot see CHECKSUM_PARTIAL, and its port rewrite would corrupt those checksums: \
+                see the README). There the unit is still bytes / MSS, so CPU per \"segment\" is CPU per \
+                MSS of payload. \
                 Each method runs as it would be deployed: only `xdp-native` has the pass-through XDP \
-                program on the peers (c0, b0), which a redirect into a veth needs to be delivered. On \
+                program on the peers (c0, b0), which a redirect into a veth needs to be delivered; `tc` \
+                forwards by FIB lookup and bpf_redirect and has the socket hooks attached too. The \
+                `host-` patterns run from the balancer namespace itself (the node's own clients): `tc` \
+                is then xvs at the socket (connect() goes to the chosen endpoint, no per-packet NAT), \
+                `iptables` and `nftables` the same rules through their OUTPUT hooks, and `forward` a \
+                direct connection to the endpoint (the baseline); for `host-tcp-conns` the unit is a \
+                connection (connect, then close with an RST: no TIME_WAIT) and the CPU is per \
+                connection. On \
                 veth most of the path runs in softirq in the sender's context, so the packet rate is one \
                 CPU's worth of sender + balancer + receiver work.\n\n\
                 **Delivered** counts what the receivers' sockets got (UDP datagrams; TCP bytes / MSS = \
@@ -527,12 +588,15 @@ pub fn write_markdown(
                 also has the whole machine's busy and softirq time per packet from /proc/stat, which \
                 does.\n\n\
                 Each run checks: packets reached the endpoints' sockets on :8080 though they were sent \
-                to VIP:80 (the balancer has no route to the VIPs: only a DNAT delivers them); many-flow \
+                to VIP:80 (the balancer routes the VIPs back to the client, its default route: only a DNAT delivers them); many-flow \
                 patterns reached both destination namespaces; for xvs the path counters show every \
                 delivered packet was balanced (new flows as new connections, TCP replies reverse-NATed) \
-                and left by XDP_REDIRECT in native mode (the kernel forwarded none of them) or by the \
-                stack in generic mode; for the other methods the kernel forwarded at least as many \
-                packets as were delivered.\n\n");
+                and left by XDP_REDIRECT in native mode or bpf_redirect at tc (the kernel forwarded \
+                none of them) or by the stack in generic mode (with offloads: every balanced GSO packet \
+                redirected, replies reverse-NATed); for the other methods the kernel forwarded at least \
+                as many packets as were delivered (with offloads: some); in the `host-` patterns every \
+                connection was balanced at the socket (`tc`) and the endpoints accepted every \
+                connection made.\n\n");
     s.push_str("Cells: median packets delivered per second [min–max] ×ratio to `forward` in the same rounds; \
                 CPU ns per delivered packet (whole pipeline) ×ratio to `forward` (and the difference of \
                 the medians: the balancer's own CPU time per packet, over plain forwarding).\n\n");
@@ -561,6 +625,13 @@ pub fn write_markdown(
         }
         s.push('\n');
         for mth in METHODS {
+            if !r
+                .e2e
+                .iter()
+                .any(|f| f.pattern == p.id() && f.method == mth.id())
+            {
+                continue;
+            }
             s.push_str(&format!("| `{}` |", mth.id()));
             for n in &e2e_services {
                 match r

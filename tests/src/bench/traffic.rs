@@ -30,6 +30,11 @@ const POLL: Duration = Duration::from_millis(1);
 /// A counter fed by receiver threads; they stop when it is dropped.
 pub struct Sink {
     pub count: Arc<AtomicU64>,
+    /// TCP: connections accepted.
+    pub accepted: Arc<AtomicU64>,
+    /// TCP: close every connection as soon as it is accepted instead of reading it (the
+    /// connection-rate pattern: no reader thread per connection).
+    pub close_on_accept: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
 }
@@ -37,6 +42,10 @@ pub struct Sink {
 impl Sink {
     pub fn get(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 }
 
@@ -123,6 +132,8 @@ pub fn udp_sink(ns: &Netns, port: u16) -> BenchResult<Sink> {
     });
     Ok(Sink {
         count,
+        accepted: Arc::new(AtomicU64::new(0)),
+        close_on_accept: Arc::new(AtomicBool::new(false)),
         stop,
         handles: vec![h],
     })
@@ -134,14 +145,26 @@ pub fn tcp_sink(ns: &Netns, port: u16) -> BenchResult<Sink> {
         .enter(|| TcpListener::bind(("0.0.0.0", port)))
         .ctx("bind tcp sink")?;
     l.set_nonblocking(true).ctx("nonblocking")?;
+    // A deep accept queue (listen again: Linux updates the backlog): on a loaded machine the
+    // polling accept thread may wait its turn for tens of ms while connections keep coming,
+    // and an overflow drops a SYN (a client then waits a whole second to retry it).
+    unsafe { libc::listen(l.as_raw_fd(), 4096) };
     let count = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let close_on_accept = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let (c, s) = (count.clone(), stop.clone());
+    let (acc, close) = (accepted.clone(), close_on_accept.clone());
     let h = thread::spawn(move || {
         let mut readers: Vec<JoinHandle<()>> = Vec::new();
         while !s.load(Ordering::Relaxed) {
             match l.accept() {
+                Ok(_) if close.load(Ordering::Relaxed) => {
+                    // Dropped here: closed at once.
+                    acc.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok((mut conn, _)) => {
+                    acc.fetch_add(1, Ordering::Relaxed);
                     let (c, s) = (c.clone(), s.clone());
                     readers.push(thread::spawn(move || {
                         let _ = conn.set_nonblocking(true);
@@ -161,6 +184,7 @@ pub fn tcp_sink(ns: &Netns, port: u16) -> BenchResult<Sink> {
                     }));
                     readers.retain(|h| !h.is_finished());
                 }
+                Err(_) if close.load(Ordering::Relaxed) => thread::sleep(POLL),
                 Err(_) => thread::sleep(Duration::from_millis(10)),
             }
         }
@@ -170,6 +194,8 @@ pub fn tcp_sink(ns: &Netns, port: u16) -> BenchResult<Sink> {
     });
     Ok(Sink {
         count,
+        accepted,
+        close_on_accept,
         stop,
         handles: vec![h],
     })
@@ -422,6 +448,93 @@ impl TcpStreams {
 }
 
 impl Drop for TcpStreams {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// New TCP connections from a namespace, as fast as `threads` threads can open them: connect
+/// (blocking), then close with SO_LINGER 0 (an RST: no TIME_WAIT, so the client's ports never
+/// run out however many connections a run makes). Targets are taken in turn.
+pub struct TcpConnects {
+    pub made: Arc<AtomicU64>,
+    pub errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl TcpConnects {
+    pub fn start(ns: &Netns, targets: &[SocketAddrV4], threads: usize) -> TcpConnects {
+        let made = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..threads)
+            .map(|t| {
+                let (made, errors, stop) = (made.clone(), errors.clone(), stop.clone());
+                let targets = targets.to_vec();
+                let ns_file = std::fs::File::open(format!("/run/netns/{}", ns.name));
+                thread::spawn(move || {
+                    // This thread lives in the namespace: it only connects.
+                    let Ok(f) = ns_file else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    {
+                        let mut i = t;
+                        let linger = libc::linger {
+                            l_onoff: 1,
+                            l_linger: 0,
+                        };
+                        while !stop.load(Ordering::Relaxed) {
+                            let to = targets[i % targets.len()];
+                            i += 1;
+                            match TcpStream::connect_timeout(&to.into(), Duration::from_secs(1)) {
+                                Ok(c) => {
+                                    unsafe {
+                                        libc::setsockopt(
+                                            c.as_raw_fd(),
+                                            libc::SOL_SOCKET,
+                                            libc::SO_LINGER,
+                                            &linger as *const _ as *const libc::c_void,
+                                            std::mem::size_of::<libc::linger>() as u32,
+                                        )
+                                    };
+                                    made.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(_) => {
+                                    errors.fetch_add(1, Ordering::Relaxed);
+                                    thread::sleep(POLL);
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        TcpConnects {
+            made,
+            errors,
+            stop,
+            handles,
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for TcpConnects {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.handles.drain(..) {
