@@ -157,6 +157,7 @@ pub fn from_dest(ctx: &SockAddrContext) {
 /// The kernel's TCP socket states (include/net/tcp_states.h).
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_FIN_WAIT1: u32 = 4;
+const TCP_FIN_WAIT2: u32 = 5;
 const TCP_TIME_WAIT: u32 = 6;
 const TCP_CLOSE: u32 = 7;
 const TCP_CLOSE_WAIT: u32 = 8;
@@ -225,7 +226,9 @@ pub fn sockops(ctx: &SockOpsContext) {
         TCP_TIME_WAIT | TCP_CLOSING => [(DIR_OUTPUT, TCP_FIN | TCP_ACK), (DIR_INPUT, TCP_ACK)],
         // The end: acknowledged (from LAST_ACK) or reset.
         TCP_CLOSE if old == TCP_LAST_ACK => [(DIR_OUTPUT, TCP_ACK), (DIR_INPUT, 0xff)],
-        TCP_CLOSE if old != TCP_TIME_WAIT && old != 5 => [(DIR_INPUT, TCP_RST), (DIR_INPUT, 0xff)],
+        TCP_CLOSE if old != TCP_TIME_WAIT && old != TCP_FIN_WAIT2 => {
+            [(DIR_INPUT, TCP_RST), (DIR_INPUT, 0xff)]
+        }
         _ => return,
     };
     for (dir, flags) in events {
