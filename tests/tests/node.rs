@@ -362,3 +362,93 @@ fn the_nodes_own_bound_clients_follow_sh() {
     }
     d.stop();
 }
+
+/// Kernels before 6.6 have no tcx: xvsd attaches tc through netlink there (a clsact filter at
+/// a fixed priority and handle, which outlives the daemon and is taken over by the next one;
+/// teardown removes it). Forced here with XVS_TC_ATTACH=netlink on a newer kernel.
+#[test]
+fn tc_without_tcx_attaches_through_netlink_and_is_taken_over() {
+    let topo = Topology::new("tcnl", 3);
+    let _servers: Vec<_> = (0..3)
+        .map(|i| serve(&topo.backends[i], 8080, &format!("rs{}", i + 1)))
+        .collect();
+    let dirs = DaemonDirs::new("tcnl");
+    let _cleanup = Teardown(dirs.clone());
+    let args: Vec<String> = topo
+        .lb_ifaces()
+        .into_iter()
+        .flat_map(|i| ["--iface".to_string(), format!("{i}:tc")])
+        .collect();
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    let netlink = |c: &mut Command| {
+        c.env("XVS_TC_ATTACH", "netlink");
+    };
+    let filters = || {
+        topo.lb
+            .exec("tc", &["filter", "show", "dev", "l0", "ingress"])
+    };
+    let d = Daemon::start_cmd(
+        &topo.lb,
+        &dirs,
+        &extra,
+        std::process::Stdio::inherit(),
+        netlink,
+    );
+    let key = ServiceKey::tcp(VIP, 80);
+    assert_eq!(
+        d.apply(service_ops(key, "rr", 8080, &[1, 1, 1])),
+        Response::Ok
+    );
+    let vip = SocketAddrV4::new(VIP, 80);
+    let mut long = Conn::open(&topo.client, None, vip).unwrap();
+    assert_eq!(long.ask().unwrap(), "rs3");
+    assert_eq!(
+        filters().matches("handle 0x5856").count(),
+        1,
+        "{}",
+        filters()
+    );
+    let tc_pins = std::fs::read_dir(&dirs.pin_dir)
+        .unwrap()
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name();
+            n.to_string_lossy().starts_with("link_tc_")
+        })
+        .count();
+    assert_eq!(tc_pins, 0, "a netlink filter has no link to pin");
+    d.stop();
+    assert_eq!(long.ask().unwrap(), "rs3", "the filter outlives the daemon");
+    let d = Daemon::start_cmd(
+        &topo.lb,
+        &dirs,
+        &extra,
+        std::process::Stdio::inherit(),
+        netlink,
+    );
+    for _ in 0..3 {
+        assert_eq!(long.ask().unwrap(), "rs3", "kept across the restart");
+    }
+    assert_eq!(tcp_ask(&topo.client, None, vip), "rs2", "rr continues");
+    assert_eq!(
+        filters().matches("handle 0x5856").count(),
+        1,
+        "taken over, not doubled: {}",
+        filters()
+    );
+    d.stop();
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", topo.lb.name))
+        .arg(bin("xvsd"))
+        .arg("teardown")
+        .args(dirs.args())
+        .env("XVS_TC_ATTACH", "netlink")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        filters().matches("handle 0x5856").count(),
+        0,
+        "{}",
+        filters()
+    );
+}

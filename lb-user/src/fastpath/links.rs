@@ -22,6 +22,27 @@ pub struct Attached {
     pub fell_back: bool,
 }
 
+/// The tc filter xvs attaches through netlink (clsact) where the kernel has no tcx (before
+/// 6.6): a fixed priority and handle, so a restarted daemon finds and replaces its own.
+const TC_NL_PRIORITY: u16 = 1;
+const TC_NL_HANDLE: u32 = 0x5856;
+
+/// tcx (BPF links for tc, Linux 6.6+) is used where the kernel has it; `XVS_TC_ATTACH=netlink`
+/// forces the classic attachment (for tests of that path on a newer kernel).
+pub fn tcx_available() -> bool {
+    if std::env::var("XVS_TC_ATTACH").is_ok_and(|v| v == "netlink") {
+        return false;
+    }
+    aya::util::KernelVersion::current()
+        .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+        .unwrap_or(true)
+}
+
+/// Removes xvs's netlink-attached tc filter from `iface`, if there is one.
+pub fn detach_tc_netlink(iface: &str) {
+    let _ = aya::programs::tc::qdisc_detach_program(iface, TcAttachType::Ingress, prog_names::TC);
+}
+
 /// The pin of an interface's link at a hook: `link_xdp_IF` or `link_tc_IF`.
 pub fn link_pin(pin_dir: &Path, iface: &str, mode: AttachMode) -> PathBuf {
     let hook = if mode == AttachMode::Tc { "tc" } else { "xdp" };
@@ -68,6 +89,9 @@ impl FastPath {
                 }
                 let _ = std::fs::remove_file(&other);
             }
+            if mode != AttachMode::Tc && !tcx_available() {
+                detach_tc_netlink(iface);
+            }
         }
         self.set_tc_behind(ifidx, behind)?;
         // Generic-mode redirects are skb transmits and deliver into any device, veth included;
@@ -79,6 +103,52 @@ impl FastPath {
             self.allow_xdp_redirect(ifidx)?;
         }
         Ok(outcome)
+    }
+
+    /// Attaches tc through netlink (a clsact qdisc and a direct-action filter) where the kernel
+    /// has no tcx. Such a filter is no BPF link and cannot be pinned; it stays when the daemon
+    /// exits (it is not detached on drop), and the next daemon replaces the program in the
+    /// filter at xvs's fixed priority and handle. Returns whether one was there (adopted).
+    fn attach_tc_netlink(&mut self, iface: &str) -> Result<bool, FastPathError> {
+        use aya::programs::tc::{qdisc_add_clsact, NlOptions, TcHandle};
+        let err = |msg: String| FastPathError::Attach {
+            iface: iface.to_string(),
+            msg,
+        };
+        // EEXIST: the qdisc is there already.
+        let _ = qdisc_add_clsact(iface);
+        let prog = self.tc_program()?;
+        let handle = TcHandle::from(TC_NL_HANDLE);
+        let existing = SchedClassifierLink::attached(
+            iface,
+            TcAttachType::Ingress,
+            TC_NL_PRIORITY,
+            handle,
+            None,
+        )
+        .map_err(|e| err(format!("{e}")))?;
+        let (id, adopted) = match prog.attach_to_link(existing) {
+            Ok(id) => (id, true),
+            Err(_) => {
+                let id = prog
+                    .attach_with_options(
+                        iface,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::Netlink(NlOptions {
+                            priority: TC_NL_PRIORITY,
+                            handle,
+                            ..Default::default()
+                        }),
+                    )
+                    .map_err(|e| err(format!("tc (netlink): {e:#}")))?;
+                (id, false)
+            }
+        };
+        // Dropping the link would remove the filter: it must outlive this daemon, as pinned
+        // links do.
+        let link = prog.take_link(id).map_err(|e| err(format!("{e:#}")))?;
+        std::mem::forget(link);
+        Ok(adopted)
     }
 
     /// Marks (or unmarks) `ifindex` as having the tc program behind XDP (TC_BEHIND).
@@ -139,6 +209,10 @@ impl FastPath {
             }
             outcome.adopted = true;
         } else {
+            if mode == AttachMode::Tc && !tcx_available() {
+                outcome.adopted = self.attach_tc_netlink(iface)?;
+                return Ok(outcome);
+            }
             let fd: FdLink = if mode == AttachMode::Tc {
                 let prog = self.tc_program()?;
                 let id = prog
@@ -193,6 +267,9 @@ impl FastPath {
                 FastPathError::Load("persistent detach needs a pin directory".into())
             })?;
         let mut had = false;
+        if !tcx_available() {
+            detach_tc_netlink(iface);
+        }
         for mode in [AttachMode::Native, AttachMode::Tc] {
             let pin = link_pin(&pin_dir, iface, mode);
             if !pin.exists() {
@@ -222,6 +299,20 @@ impl FastPath {
 /// gone afterwards. Returns the names of what was removed.
 pub fn teardown(pin_dir: &Path) -> Result<Vec<String>, FastPathError> {
     let mut removed = Vec::new();
+    // Filters attached through netlink (no tcx) have no pin: look on every interface.
+    if !tcx_available() {
+        for iface in interface_names() {
+            if aya::programs::tc::qdisc_detach_program(
+                &iface,
+                TcAttachType::Ingress,
+                prog_names::TC,
+            )
+            .is_ok()
+            {
+                removed.push(format!("tc filter on {iface}"));
+            }
+        }
+    }
     let Ok(entries) = std::fs::read_dir(pin_dir) else {
         return Ok(removed);
     };
@@ -242,4 +333,27 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<String>, FastPathError> {
     }
     let _ = std::fs::remove_dir(pin_dir);
     Ok(removed)
+}
+
+/// The names of this network namespace's interfaces.
+fn interface_names() -> Vec<String> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array ended by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 {
+            out.push(
+                std::ffi::CStr::from_ptr((*p).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
 }
