@@ -70,9 +70,18 @@ impl FastPath {
             })?;
         let ifidx = ifindex(iface)?;
         let outcome = self.attach_pinned(&pin_dir, iface, mode)?;
-        let behind = mode != AttachMode::Tc && tc_behind;
+        let mut behind = mode != AttachMode::Tc && tc_behind;
         if behind {
-            self.attach_pinned(&pin_dir, iface, AttachMode::Tc)?;
+            // Best effort: without it XDP still serves full checksums (NIC-like senders).
+            if let Err(e) = self.attach_pinned(&pin_dir, iface, AttachMode::Tc) {
+                tracing::warn!(
+                    iface,
+                    "cannot put tc behind XDP ({e}): packets of local senders with partial \
+                     checksums are rewritten by XDP alone (turn their tx checksum offload off, \
+                     or use --mode tc)"
+                );
+                behind = false;
+            }
         } else {
             let other = link_pin(
                 &pin_dir,
