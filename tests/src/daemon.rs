@@ -33,6 +33,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct DaemonDirs {
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Map sizes (`--max-services N ...`) instead of the small defaults.
+    pub sizes: Option<Vec<String>>,
 }
 
 impl DaemonDirs {
@@ -41,6 +43,7 @@ impl DaemonDirs {
         DaemonDirs {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/xvs-t-{id}")),
             state_dir: std::env::temp_dir().join(format!("xvs-t-{id}")),
+            sizes: None,
         }
     }
 
@@ -49,11 +52,17 @@ impl DaemonDirs {
     }
 
     pub fn args(&self) -> Vec<String> {
-        vec![
+        let mut a = vec![
             "--pin-dir".into(),
             self.pin_dir.display().to_string(),
             "--state-dir".into(),
             self.state_dir.display().to_string(),
+        ];
+        if let Some(s) = &self.sizes {
+            a.extend(s.iter().cloned());
+            return a;
+        }
+        a.extend([
             "--conn-table-size".into(),
             "16384".into(),
             "--max-services".into(),
@@ -62,7 +71,8 @@ impl DaemonDirs {
             "4096".into(),
             "--sched-slots".into(),
             "65536".into(),
-        ]
+        ]);
+        a
     }
 
     /// `xvsd teardown`: what every test ends with.
@@ -156,6 +166,10 @@ impl Daemon {
         assert!(st.success(), "xvsd stopped with {st}");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.child.as_ref().unwrap().id() as i32, sig) };
     }
@@ -176,6 +190,8 @@ pub struct Teardown(pub DaemonDirs);
 impl Drop for Teardown {
     fn drop(&mut self) {
         let _ = self.0.try_teardown();
-        let _ = std::fs::remove_dir_all(&self.0.state_dir);
+        if std::env::var_os("XVS_KEEP_STATE").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0.state_dir);
+        }
     }
 }

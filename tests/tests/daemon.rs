@@ -381,3 +381,24 @@ fn a_missing_bpffs_is_mounted() {
     );
     assert!(st.success(), "{st}");
 }
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// SIGKILL at random points of 10,000-service `xvsadm -R` batches (XVS_CRASH_TRIALS trials,
+/// default 5; XVS_CRASH_SERVICES per batch; XVS_CRASH_SEED replays a run): while the daemon is
+/// dead the packet path serves the old batch or the new one, never a part; the restarted
+/// daemon lists exactly the last acknowledged table; a long TCP connection and a UDP flow
+/// through the balancer never stop.
+#[test]
+fn sigkill_during_large_restores_loses_no_change_and_no_connection() {
+    xvs_tests::crash::crash_trials(
+        "kill",
+        env_or("XVS_CRASH_TRIALS", 5),
+        env_or("XVS_CRASH_SERVICES", 10_000),
+    );
+}

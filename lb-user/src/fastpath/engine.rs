@@ -27,6 +27,20 @@ use super::FastPathError;
 use crate::model::{Change, Destination, Forward, Protocol, ServiceConfig, ServiceKey};
 use crate::sched::{Pick, SchedDest, SchedKind, ServiceSched};
 
+/// The SERVICES value of a service a batch removes, between the batch's switch and the entry's
+/// deletion right after it: no table, so it schedules nothing (the program passes new
+/// connections to the kernel as for an absent service). `svc_id` marks it.
+pub const SVC_ID_REMOVED: u32 = u32::MAX;
+const TOMBSTONE: SvcValue = SvcValue {
+    svc_id: SVC_ID_REMOVED,
+    sched: SCHED_RR,
+    flags: 0,
+    _pad: 0,
+    table_off: 0,
+    table_len: 0,
+    cursor: 0,
+};
+
 /// A region freed while BPF programs might still read it rests this long before reuse.
 const RETIRE_GRACE: Duration = Duration::from_millis(100);
 
@@ -656,9 +670,12 @@ impl Engine {
         }
         // Phase 3: write. (a) Stage: every new destination and every new table of the batch
         // goes into entries nothing points at yet. (b) Switch: all the batch's SERVICES
-        // updates in one syscall, then its deletions in one: a daemon killed during the batch
-        // leaves the packet path with the old table or the new one, never a part. (c) Retire
-        // what the switch left behind.
+        // entries in one BPF_MAP_UPDATE_BATCH syscall, removed services included as
+        // tombstones (no table: they schedule nothing, as an absent service). A process is
+        // killed only on its way back to userspace, so a daemon killed during the batch
+        // leaves the packet path with the old table or the new one, never a part (two
+        // syscalls would not do: a SIGKILL arriving during the first ends the process right
+        // after it). (c) Retire what the switch left behind, tombstones included.
         self.reap_retired(false);
         let mut switch: Vec<(L4Addr, SvcValue)> = Vec::new();
         let mut gone: Vec<L4Addr> = Vec::new();
@@ -670,6 +687,7 @@ impl Engine {
                 None => {
                     if let Some(st) = self.services.remove(&key) {
                         gone.push(st.vip);
+                        switch.push((st.vip, TOMBSTONE));
                         removed.push(st);
                     }
                 }
@@ -682,9 +700,16 @@ impl Engine {
             }
         }
         {
+            let t0 = Instant::now();
             let fd = map_fd(ebpf, names::SERVICES)?;
             super::batch::update_all(fd, &switch)
                 .map_err(|e| FastPathError::Map(format!("SERVICES: batch update: {e}")))?;
+            tracing::debug!(
+                entries = switch.len(),
+                removed = gone.len(),
+                took = ?t0.elapsed(),
+                "batch switched"
+            );
             super::batch::delete_all(fd, &gone)
                 .map_err(|e| FastPathError::Map(format!("SERVICES: batch delete: {e}")))?;
         }
