@@ -245,7 +245,7 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     // From here on every acknowledged change is on disk before its answer. The state a clean
     // stop saved has been taken over and is in the durable store now: it goes.
-    node.set_durable(store)?;
+    node.set_durable(store, !start.from_durable)?;
     let _ = std::fs::remove_file(engine_file(&cli.state_dir));
     let _ = std::fs::remove_file(table_file(&cli.state_dir));
     // Attached only now, with the table in place: where the maps had to be created anew, the
@@ -377,6 +377,8 @@ struct Start {
     to_apply: Option<Table>,
     /// Nothing existed before (no saved or durable table): --rules is the table.
     first: bool,
+    /// The maps were taken over from the durable store as it is (no snapshot needed).
+    from_durable: bool,
 }
 
 /// Takes over what a previous daemon left, in this order: the state a clean stop saved (exact);
@@ -395,6 +397,7 @@ fn start_fast_path(
                 table: Table::new(),
                 to_apply,
                 first,
+                from_durable: false,
             })
             .map_err(|e| e.to_string())
     };
@@ -429,6 +432,7 @@ fn start_fast_path(
                     table,
                     to_apply: None,
                     first: false,
+                    from_durable: false,
                 });
             }
             Err(why) => {
@@ -460,6 +464,7 @@ fn start_fast_path(
                                 table: d.table,
                                 to_apply: None,
                                 first: false,
+                                from_durable: true,
                             }
                         }
                         Err(e) => {
