@@ -357,6 +357,11 @@ impl Rig {
         ));
     }
 
+    /// More daemon arguments for the next `start`.
+    pub fn add_args(&mut self, a: &[&str]) {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub fn kill9(&mut self) {
         if let Some(d) = self.daemon.take() {

@@ -402,3 +402,141 @@ fn sigkill_during_large_restores_loses_no_change_and_no_connection() {
         env_or("XVS_CRASH_SERVICES", 10_000),
     );
 }
+
+fn timeouts(rig: &xvs_tests::crash::Rig) -> (u32, u32, u32) {
+    match rig
+        .daemon
+        .as_ref()
+        .unwrap()
+        .request(&Request::Snapshot { conns: false })
+    {
+        Response::Snapshot(s) => s.timeouts,
+        other => panic!("{other:?}"),
+    }
+}
+
+const MAPS: [&str; 10] = [
+    "SERVICES",
+    "SCHED_SLOTS",
+    "DESTS",
+    "DEST_STATS",
+    "BACKENDS",
+    "CONNS",
+    "REPLIES",
+    "CONFIG",
+    "TX_PORTS",
+    "PATH_STATS",
+];
+
+/// The durable table outlives the maps: killed, its maps unpinned (as after a new bpffs), the
+/// next daemon programs the last acknowledged table and timeouts into new maps, and --rules
+/// does not replace it (SIGHUP does apply the file).
+#[test]
+fn a_killed_daemon_whose_maps_are_gone_comes_back_with_its_table_and_timeouts() {
+    use xvs_tests::crash::{sorted, Rig, BASE_RULES};
+    let mut rig = Rig::new("lostpins", 10);
+    let out = rig.xvsadm(&["--set", "1000", "130", "310"], None);
+    assert!(out.status.success(), "{out:?}");
+    let out = rig.xvsadm(
+        &[
+            "-a",
+            "-t",
+            "10.0.0.100:80",
+            "-r",
+            "10.11.1.2:9090",
+            "-m",
+            "-w",
+            "0",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let before = rig.saved();
+    rig.kill9();
+    for m in MAPS {
+        let _ = std::fs::remove_file(rig.dirs.pin_dir.join(m));
+    }
+    rig.start();
+    assert_eq!(sorted(&rig.saved()), sorted(&before), "{}", rig.tail_log());
+    assert_eq!(timeouts(&rig), (1000, 130, 310));
+    assert!(
+        rig.tail_log().contains("table programmed"),
+        "{}",
+        rig.tail_log()
+    );
+    // New connections are served from the new maps.
+    let vip = SocketAddrV4::new(VIP, 80);
+    assert!(tcp_ask(&rig.topo.client, None, vip).starts_with("rs"));
+
+    // With --rules, a restart keeps the durable table (the file lacks the added destination);
+    // SIGHUP applies the file.
+    let rules = rig.dirs.state_dir.join("rules");
+    std::fs::write(&rules, BASE_RULES).unwrap();
+    rig.kill9();
+    rig.add_args(&["--rules", &rules.display().to_string()]);
+    rig.start();
+    assert_eq!(sorted(&rig.saved()), sorted(&before), "{}", rig.tail_log());
+    rig.daemon.as_ref().unwrap().signal(libc::SIGHUP);
+    assert!(
+        eventually(|| rig.saved().services()[0].dests.len() == 3),
+        "{}",
+        rig.tail_log()
+    );
+    let file = lb_user::daemon::rules::parse(BASE_RULES).unwrap();
+    assert_eq!(sorted(&rig.saved()), sorted(&file));
+}
+
+/// Pinned maps this xvsd cannot use (here SERVICES with 32-byte values) are not taken over:
+/// the log says why, the old program keeps forwarding until the new daemon attaches, which
+/// then serves the last acknowledged table from new maps.
+#[test]
+fn incompatible_pinned_maps_are_replaced_and_the_table_kept() {
+    use xvs_tests::crash::{sorted, Rig};
+    let mut rig = Rig::new("incompat", 10);
+    let before = rig.saved();
+    let vip = SocketAddrV4::new(VIP, 80);
+    let mut long = Conn::open(&rig.topo.client, None, vip).unwrap();
+    let first = long.ask().unwrap();
+    rig.kill9();
+    let services = rig.dirs.pin_dir.join("SERVICES");
+    std::fs::remove_file(&services).unwrap();
+    let out = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&services)
+        .args([
+            "type", "hash", "key", "8", "value", "32", "entries", "1024", "name", "SERVICES",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bpftool: {out:?}");
+    // No daemon, the SERVICES pin replaced: the running program still has its own maps.
+    assert_eq!(long.ask().unwrap(), first);
+    rig.start();
+    let log = rig.tail_log();
+    assert!(
+        log.contains("the pinned maps cannot be taken over")
+            && log.contains("SERVICES has 8-byte keys and 32-byte values"),
+        "{log}"
+    );
+    assert_eq!(sorted(&rig.saved()), sorted(&before), "{log}");
+    assert!(tcp_ask(&rig.topo.client, None, vip).starts_with("rs"));
+    let pinned = xvs_tests::crash::pinned_count(&services);
+    assert_eq!(pinned, before.services().len());
+}
+
+/// `--set` timeouts survive a SIGKILL too (with the maps taken over).
+#[test]
+fn timeouts_survive_a_sigkill() {
+    let mut rig = xvs_tests::crash::Rig::new("killtmo", 10);
+    let out = rig.xvsadm(&["--set", "1000", "130", "310"], None);
+    assert!(out.status.success(), "{out:?}");
+    rig.kill9();
+    rig.start();
+    assert_eq!(timeouts(&rig), (1000, 130, 310));
+    assert!(
+        rig.tail_log()
+            .contains("took the running fast path over from the durable table"),
+        "{}",
+        rig.tail_log()
+    );
+}
