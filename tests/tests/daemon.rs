@@ -31,7 +31,18 @@ fn iface_args(topo: &Topology) -> Vec<String> {
 
 #[test]
 fn restart_keeps_established_connections_and_the_scheduler_sequence() {
-    let topo = Topology::new("rs", 3);
+    restart_keeps_connections_and_sequence(false);
+}
+
+/// The same after a SIGKILL: no saved state, the next daemon takes the maps over from the
+/// durable table, the connection and the rr sequence continue exactly.
+#[test]
+fn sigkill_keeps_established_connections_and_the_scheduler_sequence() {
+    restart_keeps_connections_and_sequence(true);
+}
+
+fn restart_keeps_connections_and_sequence(kill: bool) {
+    let topo = Topology::new(if kill { "rk" } else { "rs" }, 3);
     let _servers: Vec<_> = (0..3)
         .map(|i| serve(&topo.backends[i], 8080, &format!("rs{}", i + 1)))
         .collect();
@@ -45,7 +56,7 @@ fn restart_keeps_established_connections_and_the_scheduler_sequence() {
         b.enter(|| peers.fp.attach_pass("b0", AttachMode::Native))
             .unwrap();
     }
-    let dirs = DaemonDirs::new("restart");
+    let dirs = DaemonDirs::new(if kill { "restartk" } else { "restart" });
     let _cleanup = Teardown(dirs.clone());
     let args = iface_args(&topo);
     let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -58,7 +69,12 @@ fn restart_keeps_established_connections_and_the_scheduler_sequence() {
     assert_eq!(long.ask().unwrap(), "rs3");
     assert_eq!(tcp_ask(&topo.client, None, vip), "rs2");
 
-    d.stop();
+    if kill {
+        d.signal(libc::SIGKILL);
+        drop(d);
+    } else {
+        d.stop();
+    }
     // No daemon: the pinned fast path still balances.
     assert_eq!(long.ask().unwrap(), "rs3");
     assert!(dirs.pin_dir.join("SERVICES").exists());

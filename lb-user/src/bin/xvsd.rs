@@ -216,14 +216,19 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         NodeMode::Own
     };
-    let (store, durable) = Durable::open(&cli.state_dir)?;
+    let (mut store, durable) = Durable::open(&cli.state_dir)?;
     let start = start_fast_path(&cli, config, durable)?;
     let (fp, table, to_apply) = (start.fp, start.table, start.to_apply);
     let mut node = Node::new(fp, table, kernel, mode);
     match (to_apply, &desired) {
         (Some(t), _) if mode == NodeMode::Own => {
             // Fresh maps: program the table from nothing (kernel fallback services a previous
-            // daemon left behind are removed first).
+            // daemon left behind are removed first). The durable table says so first: a
+            // daemon killed while it programs leaves maps no successor may take over.
+            let timeouts = node.fast_path().timeouts().map_err(|e| e.to_string())?;
+            store
+                .snapshot(None, timeouts, &t, Vec::new())
+                .map_err(|e| format!("saving the table: {e}"))?;
             node.clear_kernel_leftovers(&t);
             let n = node.reload(&t)?;
             tracing::info!(
@@ -457,6 +462,7 @@ fn start_fast_path(
                                 rolled_back = rep.services_rewritten + rep.services_removed,
                                 dests_revived = rep.dests_rewritten,
                                 dests_dropped = rep.dests_killed,
+                                tables_rewritten = rep.tables_rewritten,
                                 "took the running fast path over from the durable table"
                             );
                             Start {

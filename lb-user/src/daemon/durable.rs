@@ -147,8 +147,13 @@ impl Durable {
         match std::fs::read(&snap_path) {
             Ok(b) => {
                 snapshot_bytes = b.len() as u64;
-                let s: SnapshotFile = serde_json::from_slice(&b)
-                    .map_err(|e| format!("{}: {e}", snap_path.display()))?;
+                let s: SnapshotFile = serde_json::from_slice(&b).map_err(|e| {
+                    format!(
+                        "{}: {e} (the durable table is damaged; move it away to start from \
+                         --rules or an empty table)",
+                        snap_path.display()
+                    )
+                })?;
                 if s.version != VERSION {
                     return Err(format!(
                         "{}: version {} (this xvsd reads {VERSION})",
@@ -263,10 +268,13 @@ impl Durable {
         }
     }
 
-    /// Replaces the store by a snapshot of the whole state and an empty journal.
+    /// Replaces the store by a snapshot of the whole state and an empty journal. Without
+    /// `limits` (and engine states) the snapshot holds the table only: no daemon takes maps
+    /// over from it (written before a table is programmed into new maps, so a daemon killed
+    /// meanwhile is followed by one that programs it again).
     pub fn snapshot(
         &mut self,
-        limits: &Limits,
+        limits: Option<&Limits>,
         timeouts: Timeouts,
         table: &Table,
         engine: Vec<(ServiceKey, EngineService)>,
@@ -278,7 +286,7 @@ impl Durable {
 
     fn snapshot_inner(
         &mut self,
-        limits: &Limits,
+        limits: Option<&Limits>,
         timeouts: Timeouts,
         table: &Table,
         engine: Vec<(ServiceKey, EngineService)>,
@@ -287,7 +295,7 @@ impl Durable {
         let s = SnapshotFile {
             version: VERSION,
             seq,
-            limits: Some(limits.clone()),
+            limits: limits.cloned(),
             timeouts: Some(timeouts),
             table: table.clone(),
             engine,
@@ -350,7 +358,7 @@ mod tests {
         let (k2, s2) = svc(2);
         let mut t = Table::new();
         t.restore_service(&k1, Some(s1.clone()));
-        s.snapshot(&limits(), (900, 120, 300), &t, Vec::new())
+        s.snapshot(Some(&limits()), (900, 120, 300), &t, Vec::new())
             .unwrap();
         s.append(Record {
             services: vec![(k2, Some(s2.clone()))],
@@ -399,7 +407,7 @@ mod tests {
         let journal = std::fs::read(Durable::dir(&d).join("journal")).unwrap();
         // A snapshot without k1 at a later seq, then the old journal back (a crash between
         // the snapshot's rename and the journal's reset).
-        s.snapshot(&limits(), (1, 2, 3), &Table::new(), Vec::new())
+        s.snapshot(Some(&limits()), (1, 2, 3), &Table::new(), Vec::new())
             .unwrap();
         std::fs::write(Durable::dir(&d).join("journal"), journal).unwrap();
         drop(s);

@@ -176,7 +176,7 @@ impl Node {
         let Some(d) = self.durable.as_mut() else {
             return Ok(());
         };
-        d.snapshot(&limits, timeouts, &table, engine)
+        d.snapshot(Some(&limits), timeouts, &table, engine)
             .map_err(|e| format!("saving the table to {}: {e}", "the state directory"))
     }
 

@@ -159,6 +159,17 @@ mod tests {
     }
 
     #[test]
+    fn with_used_hands_out_exactly_the_other_ids() {
+        let used: std::collections::BTreeSet<u32> = [1, 4].into_iter().collect();
+        let mut a = IdAlloc::with_used(8, &used);
+        assert_eq!((a.in_use(), a.high_water()), (2, 5));
+        let got: Vec<u32> = (0..6).map_while(|_| a.alloc()).collect();
+        assert_eq!(got, [5, 6, 7, 0, 2, 3]);
+        assert_eq!(a.alloc(), None);
+        assert_eq!(IdAlloc::with_used(8, &Default::default()).high_water(), 0);
+    }
+
+    #[test]
     fn regions_coalesce_and_refill() {
         let mut a = RegionAlloc::new(100);
         let x = a.alloc(30).unwrap();

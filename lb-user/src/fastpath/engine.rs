@@ -337,6 +337,8 @@ pub struct Reconciled {
     pub dests_killed: usize,
     /// BACKENDS entries added or removed.
     pub backends_fixed: usize,
+    /// Scheduler tables whose SCHED_SLOTS region did not hold what was published, rewritten.
+    pub tables_rewritten: usize,
 }
 
 /// JSON objects need string keys: maps keyed by structs are saved as lists of pairs.
@@ -499,6 +501,29 @@ impl Engine {
         dest_fix.sort_by_key(|(id, _)| *id);
         super::batch::update_all(map_fd(ebpf, names::DESTS)?, &dest_fix)
             .map_err(|e| FastPathError::Map(format!("DESTS: {e}")))?;
+        // SCHED_SLOTS: every durable table's region as published (a daemon killed while it
+        // programmed new maps may have left other contents there).
+        {
+            let mut have: Vec<SchedSlot> = vec![SchedSlot::default(); limits.sched_slots as usize];
+            let fd = map_fd(ebpf, names::SCHED_SLOTS)?;
+            super::batch::read_percpu_array::<SchedSlot>(fd, limits.sched_slots, 1, |i, v| {
+                if let Some(h) = have.get_mut(i as usize) {
+                    *h = v[0];
+                }
+            })
+            .map_err(|e| FastPathError::Map(format!("SCHED_SLOTS: batch read: {e}")))?;
+            let mut fix: Vec<(u32, SchedSlot)> = Vec::new();
+            for st in services.values() {
+                let (off, _) = st.region.expect("checked");
+                let want = region_slots(&st.dests, &st.table, &st.table_list, off);
+                if want.iter().any(|(i, v)| have.get(*i as usize) != Some(v)) {
+                    rep.tables_rewritten += 1;
+                    fix.extend(want);
+                }
+            }
+            super::batch::update_all(fd, &fix)
+                .map_err(|e| FastPathError::Map(format!("SCHED_SLOTS: {e}")))?;
+        }
         // BACKENDS: exactly the durable destinations' addresses.
         {
             let mut b: HashMap<&mut MapData, L4Addr, u32> = typed(ebpf, names::BACKENDS)?;
@@ -879,34 +904,7 @@ impl Engine {
         // creation) then one slot per pick, in one batch write.
         let len = table.len() as u32;
         let off = self.regions.alloc(len + 1).expect("capacity checked");
-        let mut slots: Vec<(u32, SchedSlot)> = Vec::with_capacity(table.len() + 1);
-        slots.push((
-            off,
-            SchedSlot {
-                dest_id: NO_DEST,
-                aux: 0,
-            },
-        ));
-        for (i, p) in table.iter().enumerate() {
-            let dest_id = match p.dest {
-                Some(ix) => {
-                    let k = list[ix].key;
-                    st.dests
-                        .iter()
-                        .find(|e| (e.dest.addr, e.dest.port) == k)
-                        .and_then(|e| e.id)
-                        .unwrap_or(NO_DEST)
-                }
-                None => NO_DEST,
-            };
-            slots.push((
-                off + 1 + i as u32,
-                SchedSlot {
-                    dest_id,
-                    aux: p.aux,
-                },
-            ));
-        }
+        let slots = region_slots(&st.dests, &table, &list, off);
         super::batch::update_all(map_fd(ebpf, names::SCHED_SLOTS)?, &slots)
             .map_err(|e| FastPathError::Map(format!("SCHED_SLOTS: {e}")))?;
         let value = st.value_at(off, len);
@@ -1141,6 +1139,45 @@ impl SvcState {
         self.retired.inbytes += s.inbytes;
         self.retired.outbytes += s.outbytes;
     }
+}
+
+/// A table's SCHED_SLOTS entries at region `off`: the header slot, then one per pick (the
+/// destination's id, from `dests`; `list` is what the picks index).
+fn region_slots(
+    dests: &[DestEntry],
+    table: &[Pick],
+    list: &[SchedDest],
+    off: u32,
+) -> Vec<(u32, SchedSlot)> {
+    let mut slots: Vec<(u32, SchedSlot)> = Vec::with_capacity(table.len() + 1);
+    slots.push((
+        off,
+        SchedSlot {
+            dest_id: NO_DEST,
+            aux: 0,
+        },
+    ));
+    for (i, p) in table.iter().enumerate() {
+        let dest_id = match p.dest {
+            Some(ix) => {
+                let k = list[ix].key;
+                dests
+                    .iter()
+                    .find(|e| (e.dest.addr, e.dest.port) == k)
+                    .and_then(|e| e.id)
+                    .unwrap_or(NO_DEST)
+            }
+            None => NO_DEST,
+        };
+        slots.push((
+            off + 1 + i as u32,
+            SchedSlot {
+                dest_id,
+                aux: p.aux,
+            },
+        ));
+    }
+    slots
 }
 
 /// What every destination change starts with: the service must exist and the destination be
