@@ -216,7 +216,9 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         NodeMode::Own
     };
+    let t0 = std::time::Instant::now();
     let (mut store, durable) = Durable::open(&cli.state_dir)?;
+    tracing::debug!(took = ?t0.elapsed(), "durable table read");
     let start = start_fast_path(&cli, config, durable)?;
     let (fp, table, to_apply) = (start.fp, start.table, start.to_apply);
     let mut node = Node::new(fp, table, kernel, mode);
@@ -446,7 +448,7 @@ fn start_fast_path(
             }
         }
     }
-    let Some(d) = durable else {
+    let Some(mut d) = durable else {
         return fresh(config, None, true);
     };
     let timeouts = d.timeouts;
@@ -454,7 +456,7 @@ fn start_fast_path(
         Some(limits) if adopt::any_pinned(&cli.pin_dir) => {
             match adopt::check_pins(&cli.pin_dir, &limits) {
                 Ok(()) => {
-                    let services = d.engine.clone().into_iter().collect();
+                    let services = std::mem::take(&mut d.engine).into_iter().collect();
                     match FastPath::adopt_rebuild(config.clone(), limits, services) {
                         Ok((fp, rep)) => {
                             tracing::info!(

@@ -419,6 +419,7 @@ impl Engine {
     ) -> Result<Reconciled, FastPathError> {
         let mut rep = Reconciled::default();
         let limits = self.limits.clone();
+        let t0 = Instant::now();
         let services: BTreeMap<ServiceKey, SvcState> = services
             .into_iter()
             .map(|(k, EngineService(mut st))| {
@@ -469,10 +470,14 @@ impl Engine {
             })
             .map_err(|e| FastPathError::Map(format!("DESTS: batch read: {e}")))?;
         }
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: states checked, DESTS read");
         // DESTS: every durable destination exactly as published (revived if a later, never
         // acknowledged batch retired it); every other live entry dead.
         let mut dest_fix: Vec<(u32, DestValue)> = Vec::new();
-        let mut have: StdHashMap<u32, DestValue> = live_in_map.iter().copied().collect();
+        let mut have: Vec<Option<DestValue>> = vec![None; limits.max_dests as usize];
+        for (id, v) in &live_in_map {
+            have[*id as usize] = Some(*v);
+        }
         for st in services.values() {
             for e in &st.dests {
                 let id = e.id.expect("checked");
@@ -486,14 +491,18 @@ impl Engine {
                 };
                 let g = dest_gen.entry(id).or_insert(e.gen);
                 *g = (*g).max(e.gen);
-                match have.remove(&id) {
+                match have[id as usize].take() {
                     Some(v) if v == want => {}
                     _ => dest_fix.push((id, want)),
                 }
             }
         }
         rep.dests_rewritten = dest_fix.len();
-        for (id, mut v) in have {
+        for (id, mut v) in have
+            .into_iter()
+            .enumerate()
+            .filter_map(|(id, v)| Some((id as u32, v?)))
+        {
             v.flags &= !DEST_F_LIVE;
             dest_fix.push((id, v));
             rep.dests_killed += 1;
@@ -501,12 +510,19 @@ impl Engine {
         dest_fix.sort_by_key(|(id, _)| *id);
         super::batch::update_all(map_fd(ebpf, names::DESTS)?, &dest_fix)
             .map_err(|e| FastPathError::Map(format!("DESTS: {e}")))?;
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: DESTS reconciled");
         // SCHED_SLOTS: every durable table's region as published (a daemon killed while it
         // programmed new maps may have left other contents there).
         {
-            let mut have: Vec<SchedSlot> = vec![SchedSlot::default(); limits.sched_slots as usize];
+            // Only as far as the regions in use reach (the array is sized for the worst case).
+            let end = services
+                .values()
+                .filter_map(|st| st.region.map(|(o, l)| o + l))
+                .max()
+                .unwrap_or(0);
+            let mut have: Vec<SchedSlot> = vec![SchedSlot::default(); end as usize];
             let fd = map_fd(ebpf, names::SCHED_SLOTS)?;
-            super::batch::read_percpu_array::<SchedSlot>(fd, limits.sched_slots, 1, |i, v| {
+            super::batch::read_percpu_array::<SchedSlot>(fd, end, 1, |i, v| {
                 if let Some(h) = have.get_mut(i as usize) {
                     *h = v[0];
                 }
@@ -524,6 +540,7 @@ impl Engine {
             super::batch::update_all(fd, &fix)
                 .map_err(|e| FastPathError::Map(format!("SCHED_SLOTS: {e}")))?;
         }
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: SCHED_SLOTS reconciled");
         // BACKENDS: exactly the durable destinations' addresses.
         {
             let mut b: HashMap<&mut MapData, L4Addr, u32> = typed(ebpf, names::BACKENDS)?;
@@ -538,6 +555,7 @@ impl Engine {
                 rep.backends_fixed += 1;
             }
         }
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: BACKENDS reconciled");
         // SERVICES: an entry that already points at the durable table keeps its cursor (the
         // scheduler goes on where it was); any other is switched back to it.
         {
@@ -574,6 +592,7 @@ impl Engine {
             super::batch::delete_all(fd, &gone)
                 .map_err(|e| FastPathError::Map(format!("SERVICES: {e}")))?;
         }
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: SERVICES reconciled");
         self.svc_ids = IdAlloc::with_used(limits.max_services, &svc_used);
         self.dest_ids = IdAlloc::with_used(limits.max_dests, &dest_used);
         self.dest_gen = dest_gen;
