@@ -449,6 +449,11 @@ fn start_fast_path(
         }
     }
     let Some(mut d) = durable else {
+        if adopt::any_pinned(&cli.pin_dir) {
+            // Maps without a table saying what they hold (their daemon crashed before this
+            // version, or the state directory was lost): nothing can be taken over.
+            incompatible("no saved or durable table describes them");
+        }
         return fresh(config, None, true);
     };
     let timeouts = d.timeouts;
