@@ -343,23 +343,49 @@ impl Rig {
 
     /// Starts xvsd; its log is appended to `self.log`.
     pub fn start(&mut self) {
+        self.start_env(&[]);
+    }
+
+    /// The same with environment variables for the daemon (XVSD_TEST_ABORT).
+    pub fn start_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
         let a: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.daemon = Some(Daemon::start_with(
+        self.daemon = Some(Daemon::start_env(
             &self.topo.lb,
             &self.dirs,
             &a,
             Stdio::from(log),
+            env,
         ));
     }
 
     /// More daemon arguments for the next `start`.
     pub fn add_args(&mut self, a: &[&str]) {
         self.args.extend(a.iter().map(|s| s.to_string()));
+    }
+
+    /// Waits for a daemon that dies by itself (XVSD_TEST_ABORT), up to 10 s.
+    pub fn wait_dead(&mut self) -> bool {
+        let Some(d) = self.daemon.as_ref() else {
+            return true;
+        };
+        let pid = d.pid() as i32;
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            let mut st = 0;
+            // SAFETY: waitpid on our own child.
+            if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
+                // Reaped here: the Daemon's Drop must not kill a reused pid.
+                std::mem::forget(self.daemon.take());
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 
     /// SIGKILL, and wait until the process is gone.

@@ -118,12 +118,24 @@ impl Daemon {
 
     /// Like `start`, with the daemon's log (stderr) sent to `log`.
     pub fn start_with(ns: &Netns, dirs: &DaemonDirs, extra: &[&str], log: Stdio) -> Daemon {
+        Self::start_env(ns, dirs, extra, log, &[])
+    }
+
+    /// Like `start_with`, with these environment variables set for the daemon only.
+    pub fn start_env(
+        ns: &Netns,
+        dirs: &DaemonDirs,
+        extra: &[&str],
+        log: Stdio,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let _ = std::fs::remove_file(dirs.socket());
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", ns.name))
             .arg(bin("xvsd"))
             .args(dirs.args())
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(log)
             .spawn()

@@ -556,3 +556,46 @@ fn timeouts_survive_a_sigkill() {
         rig.tail_log()
     );
 }
+
+/// A daemon that dies after a change reached the packet path but before it was recorded (and
+/// answered) is followed by one that rolls the change back: a destination the change deleted
+/// is revived with its id and generation, so the connection to it goes on; the table is the
+/// last acknowledged one. Both moments: right after the switch, and after the retirements.
+#[test]
+fn an_unacknowledged_change_is_rolled_back_and_its_deleted_destination_revived() {
+    use xvs_tests::crash::{sorted, Rig};
+    for point in ["after-switch", "before-journal"] {
+        let mut rig = Rig::new(&format!("rb{}", &point[..1]), 10);
+        let vip = SocketAddrV4::new(VIP, 80);
+        let mut long = Conn::open(&rig.topo.client, None, vip).unwrap();
+        let first = long.ask().unwrap();
+        let k: usize = first.trim_start_matches("rs").parse().unwrap();
+        let before = rig.saved();
+        rig.kill9();
+        rig.start_env(&[("XVSD_TEST_ABORT", point)]);
+        let out = rig.xvsadm(
+            &[
+                "-d",
+                "-t",
+                "10.0.0.100:80",
+                "-r",
+                &format!("10.11.{k}.2:8080"),
+            ],
+            None,
+        );
+        assert!(!out.status.success(), "{point}: answered: {out:?}");
+        assert!(rig.wait_dead(), "{point}: xvsd did not abort");
+        rig.start();
+        let log = rig.tail_log();
+        assert!(log.contains("rolled_back=1"), "{point}: {log}");
+        if point == "before-journal" {
+            assert!(log.contains("dests_revived=1"), "{point}: {log}");
+        }
+        assert_eq!(sorted(&rig.saved()), sorted(&before), "{point}");
+        assert_eq!(
+            long.ask().unwrap(),
+            first,
+            "{point}: the connection to the revived destination goes on"
+        );
+    }
+}

@@ -253,6 +253,7 @@ impl Node {
             }
             return result;
         }
+        crate::fastpath::engine::abort_at("before-journal");
         // On disk before the answer: the undo log names every service the batch touched.
         let touched: Vec<(ServiceKey, Option<Service>)> = undo
             .into_iter()

@@ -27,6 +27,22 @@ use super::FastPathError;
 use crate::model::{Change, Destination, Forward, Protocol, ServiceConfig, ServiceKey};
 use crate::sched::{Pick, SchedDest, SchedKind, ServiceSched};
 
+/// Test hook: `XVSD_TEST_ABORT=<point>` makes the daemon abort (as a SIGKILL would end it) at
+/// that point of the first table change: `after-switch` (the batch serves packets, its
+/// retirements and durable record are not done), `before-journal` (all done but the durable
+/// record and the answer). The crash tests use it to hit those moments exactly.
+pub fn abort_at(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("XVSD_TEST_ABORT").ok())
+        .as_deref()
+        == Some(point)
+    {
+        eprintln!("XVSD_TEST_ABORT={point}: aborting");
+        std::process::abort();
+    }
+}
+
 /// The SERVICES value of a service a batch removes, between the batch's switch and the entry's
 /// deletion right after it: no table, so it schedules nothing (the program passes new
 /// connections to the kernel as for an absent service). `svc_id` marks it.
@@ -754,6 +770,7 @@ impl Engine {
                 took = ?t0.elapsed(),
                 "batch switched"
             );
+            abort_at("after-switch");
             super::batch::delete_all(fd, &gone)
                 .map_err(|e| FastPathError::Map(format!("SERVICES: batch delete: {e}")))?;
         }
