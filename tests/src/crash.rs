@@ -291,9 +291,23 @@ impl Drop for Flows {
     }
 }
 
+pub const PHASE_UP: u8 = 0;
+pub const PHASE_DEAD: u8 = 1;
+pub const PHASE_STARTING: u8 = 2;
+
+pub fn phase_name(p: u8) -> &'static str {
+    match p {
+        PHASE_UP => "xvsd up",
+        PHASE_DEAD => "xvsd dead",
+        _ => "xvsd starting",
+    }
+}
+
 /// A balancer namespace with three backends, a daemon sized for batches of `n` services, the
 /// base table and its traffic.
 pub struct Rig {
+    /// What the daemon is doing, for failure reports: PHASE_*.
+    pub phase: Arc<std::sync::atomic::AtomicU8>,
     pub topo: Topology,
     _servers: Vec<Server>,
     pub dirs: DaemonDirs,
@@ -327,6 +341,7 @@ impl Rig {
         args.extend(["--mode".into(), "generic".into()]);
         let log = dirs.state_dir.join("xvsd.log");
         let mut rig = Rig {
+            phase: Arc::default(),
             topo,
             _servers: servers,
             dirs,
@@ -348,6 +363,7 @@ impl Rig {
 
     /// The same with environment variables for the daemon (XVSD_TEST_ABORT).
     pub fn start_env(&mut self, env: &[(&str, &str)]) {
+        self.phase.store(PHASE_STARTING, Ordering::SeqCst);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -361,6 +377,7 @@ impl Rig {
             Stdio::from(log),
             env,
         ));
+        self.phase.store(PHASE_UP, Ordering::SeqCst);
     }
 
     /// More daemon arguments for the next `start`.
@@ -394,6 +411,7 @@ impl Rig {
             d.signal(libc::SIGKILL);
             drop(d);
         }
+        self.phase.store(PHASE_DEAD, Ordering::SeqCst);
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -301,15 +301,27 @@ fn main() {
         }
         {
             let (stop, fails, n) = (stop.clone(), probe_fail.clone(), probes.clone());
+            let phase = rig.phase.clone();
             let c: &Netns = &client;
+            let start = Instant::now();
             sc.spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
-                    match Conn::open(c, None, SocketAddrV4::new(VIP, 80)).and_then(|mut k| k.ask())
-                    {
+                    let p0 = phase.load(Ordering::SeqCst);
+                    let t = start.elapsed();
+                    let r = match Conn::open(c, None, SocketAddrV4::new(VIP, 80)) {
+                        Err(e) => Err(format!("connect: {e}")),
+                        Ok(mut k) => k.ask().map_err(|e| format!("answer ({}): {e}", k.peer())),
+                    };
+                    match r {
                         Ok(_) => {
                             n.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => fails.lock().unwrap().push(format!("new connection: {e}")),
+                        Err(e) => fails.lock().unwrap().push(format!(
+                            "new connection at {:.1}s ({} -> {}): {e}",
+                            t.as_secs_f64(),
+                            xvs_tests::crash::phase_name(p0),
+                            xvs_tests::crash::phase_name(phase.load(Ordering::SeqCst)),
+                        )),
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
