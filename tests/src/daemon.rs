@@ -37,6 +37,8 @@ pub struct DaemonDirs {
     pub conn_table_size: u32,
     /// --max-dests (4,096 unless a test needs the daemon's default room).
     pub max_dests: u32,
+    /// Map sizes (`--max-services N ...`) instead of the small defaults.
+    pub sizes: Option<Vec<String>>,
 }
 
 impl DaemonDirs {
@@ -47,6 +49,7 @@ impl DaemonDirs {
             state_dir: std::env::temp_dir().join(format!("xvs-t-{id}")),
             conn_table_size: 16384,
             max_dests: 4096,
+            sizes: None,
         }
     }
 
@@ -55,11 +58,17 @@ impl DaemonDirs {
     }
 
     pub fn args(&self) -> Vec<String> {
-        vec![
+        let mut a = vec![
             "--pin-dir".into(),
             self.pin_dir.display().to_string(),
             "--state-dir".into(),
             self.state_dir.display().to_string(),
+        ];
+        if let Some(s) = &self.sizes {
+            a.extend(s.iter().cloned());
+            return a;
+        }
+        a.extend([
             "--conn-table-size".into(),
             self.conn_table_size.to_string(),
             "--max-services".into(),
@@ -68,7 +77,8 @@ impl DaemonDirs {
             self.max_dests.to_string(),
             "--sched-slots".into(),
             "65536".into(),
-        ]
+        ]);
+        a
     }
 
     /// `xvsd teardown`: what every test ends with.
@@ -115,6 +125,19 @@ impl Daemon {
     /// Like `start`, with the daemon's log (stderr) sent to `log`.
     pub fn start_with(ns: &Netns, dirs: &DaemonDirs, extra: &[&str], log: Stdio) -> Daemon {
         Self::start_cmd(ns, dirs, extra, log, |_| {})
+    }
+
+    /// Like `start_with`, with these environment variables set for the daemon only.
+    pub fn start_env(
+        ns: &Netns,
+        dirs: &DaemonDirs,
+        extra: &[&str],
+        log: Stdio,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        Self::start_cmd(ns, dirs, extra, log, |c| {
+            c.envs(env.iter().copied());
+        })
     }
 
     /// Like `start_with`, with the command adjusted by `setup` first (a umask or a resource
@@ -199,7 +222,9 @@ pub struct Teardown(pub DaemonDirs);
 impl Drop for Teardown {
     fn drop(&mut self) {
         let _ = self.0.try_teardown();
-        let _ = std::fs::remove_dir_all(&self.0.state_dir);
+        if std::env::var_os("XVS_KEEP_STATE").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0.state_dir);
+        }
     }
 }
 

@@ -31,7 +31,18 @@ fn iface_args(topo: &Topology) -> Vec<String> {
 
 #[test]
 fn restart_keeps_established_connections_and_the_scheduler_sequence() {
-    let topo = Topology::new("rs", 3);
+    restart_keeps_connections_and_sequence(false);
+}
+
+/// The same after a SIGKILL: no saved state, the next daemon takes the maps over from the
+/// durable table, the connection and the rr sequence continue exactly.
+#[test]
+fn sigkill_keeps_established_connections_and_the_scheduler_sequence() {
+    restart_keeps_connections_and_sequence(true);
+}
+
+fn restart_keeps_connections_and_sequence(kill: bool) {
+    let topo = Topology::new(if kill { "rk" } else { "rs" }, 3);
     let _servers: Vec<_> = (0..3)
         .map(|i| serve(&topo.backends[i], 8080, &format!("rs{}", i + 1)))
         .collect();
@@ -45,7 +56,7 @@ fn restart_keeps_established_connections_and_the_scheduler_sequence() {
         b.enter(|| peers.fp.attach_pass("b0", AttachMode::Native))
             .unwrap();
     }
-    let dirs = DaemonDirs::new("restart");
+    let dirs = DaemonDirs::new(if kill { "restartk" } else { "restart" });
     let _cleanup = Teardown(dirs.clone());
     let args = iface_args(&topo);
     let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -58,7 +69,12 @@ fn restart_keeps_established_connections_and_the_scheduler_sequence() {
     assert_eq!(long.ask().unwrap(), "rs3");
     assert_eq!(tcp_ask(&topo.client, None, vip), "rs2");
 
-    d.stop();
+    if kill {
+        d.signal(libc::SIGKILL);
+        drop(d);
+    } else {
+        d.stop();
+    }
     // No daemon: the pinned fast path still balances.
     assert_eq!(long.ask().unwrap(), "rs3");
     assert!(dirs.pin_dir.join("SERVICES").exists());
@@ -390,4 +406,206 @@ fn a_missing_bpffs_is_mounted() {
         "xvsd mounted a bpffs: {mounts}"
     );
     assert!(st.success(), "{st}");
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// SIGKILL at random points of 10,000-service `xvsadm -R` batches (XVS_CRASH_TRIALS trials,
+/// default 5; XVS_CRASH_SERVICES per batch; XVS_CRASH_SEED replays a run): while the daemon is
+/// dead the packet path serves the old batch or the new one, never a part; the restarted
+/// daemon lists exactly the last acknowledged table; a long TCP connection and a UDP flow
+/// through the balancer never stop.
+#[test]
+fn sigkill_during_large_restores_loses_no_change_and_no_connection() {
+    xvs_tests::crash::crash_trials(
+        "kill",
+        env_or("XVS_CRASH_TRIALS", 5),
+        env_or("XVS_CRASH_SERVICES", 10_000),
+    );
+}
+
+fn timeouts(rig: &xvs_tests::crash::Rig) -> (u32, u32, u32) {
+    match rig
+        .daemon
+        .as_ref()
+        .unwrap()
+        .request(&Request::Snapshot { conns: false })
+    {
+        Response::Snapshot(s) => s.timeouts,
+        other => panic!("{other:?}"),
+    }
+}
+
+const MAPS: [&str; 10] = [
+    "SERVICES",
+    "SCHED_SLOTS",
+    "DESTS",
+    "DEST_STATS",
+    "BACKENDS",
+    "CONNS",
+    "REPLIES",
+    "CONFIG",
+    "TX_PORTS",
+    "PATH_STATS",
+];
+
+/// The durable table outlives the maps: killed, its maps unpinned (as after a new bpffs), the
+/// next daemon programs the last acknowledged table and timeouts into new maps, and --rules
+/// does not replace it (SIGHUP does apply the file).
+#[test]
+fn a_killed_daemon_whose_maps_are_gone_comes_back_with_its_table_and_timeouts() {
+    use xvs_tests::crash::{sorted, Rig, BASE_RULES};
+    let mut rig = Rig::new("lostpins", 10);
+    let out = rig.xvsadm(&["--set", "1000", "130", "310"], None);
+    assert!(out.status.success(), "{out:?}");
+    let out = rig.xvsadm(
+        &[
+            "-a",
+            "-t",
+            "10.0.0.100:80",
+            "-r",
+            "10.11.1.2:9090",
+            "-m",
+            "-w",
+            "0",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let before = rig.saved();
+    rig.kill9();
+    for m in MAPS {
+        let _ = std::fs::remove_file(rig.dirs.pin_dir.join(m));
+    }
+    rig.start();
+    assert_eq!(sorted(&rig.saved()), sorted(&before), "{}", rig.tail_log());
+    assert_eq!(timeouts(&rig), (1000, 130, 310));
+    assert!(
+        rig.tail_log().contains("table programmed"),
+        "{}",
+        rig.tail_log()
+    );
+    // New connections are served from the new maps.
+    let vip = SocketAddrV4::new(VIP, 80);
+    assert!(tcp_ask(&rig.topo.client, None, vip).starts_with("rs"));
+
+    // With --rules, a restart keeps the durable table (the file lacks the added destination);
+    // SIGHUP applies the file.
+    let rules = rig.dirs.state_dir.join("rules");
+    std::fs::write(&rules, BASE_RULES).unwrap();
+    rig.kill9();
+    rig.add_args(&["--rules", &rules.display().to_string()]);
+    rig.start();
+    assert_eq!(sorted(&rig.saved()), sorted(&before), "{}", rig.tail_log());
+    rig.daemon.as_ref().unwrap().signal(libc::SIGHUP);
+    assert!(
+        eventually(|| rig.saved().services()[0].dests.len() == 3),
+        "{}",
+        rig.tail_log()
+    );
+    let file = lb_user::daemon::rules::parse(BASE_RULES).unwrap();
+    assert_eq!(sorted(&rig.saved()), sorted(&file));
+}
+
+/// Pinned maps this xvsd cannot use (here SERVICES with 32-byte values) are not taken over:
+/// the log says why, the old program keeps forwarding until the new daemon attaches, which
+/// then serves the last acknowledged table from new maps.
+#[test]
+fn incompatible_pinned_maps_are_replaced_and_the_table_kept() {
+    use xvs_tests::crash::{sorted, Rig};
+    let mut rig = Rig::new("incompat", 10);
+    let before = rig.saved();
+    let vip = SocketAddrV4::new(VIP, 80);
+    let mut long = Conn::open(&rig.topo.client, None, vip).unwrap();
+    let first = long.ask().unwrap();
+    rig.kill9();
+    let services = rig.dirs.pin_dir.join("SERVICES");
+    std::fs::remove_file(&services).unwrap();
+    let out = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&services)
+        .args([
+            "type", "hash", "key", "8", "value", "32", "entries", "1024", "name", "SERVICES",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bpftool: {out:?}");
+    // No daemon, the SERVICES pin replaced: the running program still has its own maps.
+    assert_eq!(long.ask().unwrap(), first);
+    rig.start();
+    let log = rig.tail_log();
+    assert!(
+        log.contains("the pinned maps cannot be taken over")
+            && log.contains("SERVICES has 8-byte keys and 32-byte values"),
+        "{log}"
+    );
+    assert_eq!(sorted(&rig.saved()), sorted(&before), "{log}");
+    assert!(tcp_ask(&rig.topo.client, None, vip).starts_with("rs"));
+    let pinned = xvs_tests::crash::pinned_count(&services);
+    assert_eq!(pinned, before.services().len());
+}
+
+/// `--set` timeouts survive a SIGKILL too (with the maps taken over).
+#[test]
+fn timeouts_survive_a_sigkill() {
+    let mut rig = xvs_tests::crash::Rig::new("killtmo", 10);
+    let out = rig.xvsadm(&["--set", "1000", "130", "310"], None);
+    assert!(out.status.success(), "{out:?}");
+    rig.kill9();
+    rig.start();
+    assert_eq!(timeouts(&rig), (1000, 130, 310));
+    assert!(
+        rig.tail_log()
+            .contains("took the running fast path over from the durable table"),
+        "{}",
+        rig.tail_log()
+    );
+}
+
+/// A daemon that dies after a change reached the packet path but before it was recorded (and
+/// answered) is followed by one that rolls the change back: a destination the change deleted
+/// is revived with its id and generation, so the connection to it goes on; the table is the
+/// last acknowledged one. Both moments: right after the switch, and after the retirements.
+#[test]
+fn an_unacknowledged_change_is_rolled_back_and_its_deleted_destination_revived() {
+    use xvs_tests::crash::{sorted, Rig};
+    for point in ["after-switch", "before-journal"] {
+        let mut rig = Rig::new(&format!("rb{}", &point[..1]), 10);
+        let vip = SocketAddrV4::new(VIP, 80);
+        let mut long = Conn::open(&rig.topo.client, None, vip).unwrap();
+        let first = long.ask().unwrap();
+        let k: usize = first.trim_start_matches("rs").parse().unwrap();
+        let before = rig.saved();
+        rig.kill9();
+        rig.start_env(&[("XVSD_TEST_ABORT", point)]);
+        let out = rig.xvsadm(
+            &[
+                "-d",
+                "-t",
+                "10.0.0.100:80",
+                "-r",
+                &format!("10.11.{k}.2:8080"),
+            ],
+            None,
+        );
+        assert!(!out.status.success(), "{point}: answered: {out:?}");
+        assert!(rig.wait_dead(), "{point}: xvsd did not abort");
+        rig.start();
+        let log = rig.tail_log();
+        assert!(log.contains("rolled_back=1"), "{point}: {log}");
+        if point == "before-journal" {
+            assert!(log.contains("dests_revived=1"), "{point}: {log}");
+        }
+        assert_eq!(sorted(&rig.saved()), sorted(&before), "{point}");
+        assert_eq!(
+            long.ask().unwrap(),
+            first,
+            "{point}: the connection to the revived destination goes on"
+        );
+    }
 }

@@ -30,6 +30,19 @@ enum Task {
     Test,
     /// Run the in-VM tests (kernel IPVS under qemu): `cargo xtask vm-test [--record-golden]`.
     VmTest(vm::VmTestArgs),
+    /// Set up, then run the crash soak (needs root): churn, traffic, a SYN flood and SIGKILL
+    /// restarts of xvsd together for N minutes, in namespaces of its own; reports RSS, map
+    /// counts, connection failures and lost changes (both must be 0, else it fails).
+    Soak {
+        #[arg(long, default_value_t = 5.0)]
+        minutes: f64,
+        /// Services per `xvsadm -R` batch the daemon is killed in.
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        /// SYNs per second of the flood (0: none).
+        #[arg(long, default_value_t = 1000)]
+        syn_rate: u32,
+    },
     /// Set up, then run the benchmarks (needs root): BENCHMARKS.md, bench/results.json and
     /// SVG plots; `--quick` finishes in a few minutes and writes only under bench/quick/.
     Bench {
@@ -84,6 +97,29 @@ fn main() -> Result<()> {
             })
         }
         Task::VmTest(args) => vm::vm_test(args),
+        Task::Soak {
+            minutes,
+            services,
+            syn_rate,
+        } => {
+            setup::setup()?;
+            cargo(&["build", "--workspace", "--bins"])?;
+            cargo(&[
+                "run",
+                "--quiet",
+                "-p",
+                "xvs-tests",
+                "--bin",
+                "xvs-soak",
+                "--",
+                "--minutes",
+                &minutes.to_string(),
+                "--services",
+                &services.to_string(),
+                "--syn-rate",
+                &syn_rate.to_string(),
+            ])
+        }
         Task::Bench { quick, only } => {
             setup::setup()?;
             bench::bench(quick, only)

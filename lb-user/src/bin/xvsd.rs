@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_user::ctl::DEFAULT_SOCKET;
+use lb_user::daemon::durable::{Durable, DurableState};
 use lb_user::daemon::ifaces::{self, attach_iface, AttachOpts};
 use lb_user::daemon::ifwatch::{LinkSocket, Patterns, Tracker, Watcher};
-use lb_user::daemon::{checks, engine_of, estimator, rules, server, Mode as NodeMode, Node};
-use lb_user::fastpath::{ifindex, links, AttachMode, FastPath, FastPathConfig};
+use lb_user::daemon::{adopt, checks, engine_of, estimator, rules, server, Mode as NodeMode, Node};
+use lb_user::fastpath::{ifindex, links, AttachMode, Engine, FastPath, FastPathConfig};
 use lb_user::ipvs_nl::IpvsClient;
 use lb_user::model::Table;
 use lb_user::snapshot::EngineKind;
@@ -242,6 +243,21 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
+        // The durable table too: after a teardown the next xvsd starts from --rules.
+        let durable = Durable::open(&cli.state_dir)
+            .ok()
+            .and_then(|(_, d)| d)
+            .map(|d| d.table);
+        if let (Some(t), Ok(k)) = (durable, IpvsClient::new()) {
+            for s in t
+                .services()
+                .iter()
+                .filter(|s| engine_of(s) == EngineKind::Kernel)
+            {
+                let _ = k.del_service(&s.key);
+            }
+        }
+        Durable::remove(&cli.state_dir);
         for f in [engine_file(&cli.state_dir), table_file(&cli.state_dir)] {
             let _ = std::fs::remove_file(f);
         }
@@ -293,29 +309,59 @@ fn run(cli: Cli) -> Result<(), String> {
         bpf_log: cli.bpf_log,
         ..Default::default()
     };
-    // A predecessor that stopped cleanly left its state: adopt its maps exactly. The saved
-    // files are removed at once, so a crash later cannot leave a stale copy behind.
-    let saved = std::fs::read(engine_file(&cli.state_dir))
-        .ok()
-        .zip(std::fs::read(table_file(&cli.state_dir)).ok());
+    let kernel = IpvsClient::new().map_err(|e| e.to_string());
+    let mode = if cli.mirror_ipvs {
+        if let Err(e) = &kernel {
+            return Err(format!("--mirror-ipvs needs kernel IPVS: {e}"));
+        }
+        NodeMode::Mirror
+    } else {
+        if let Err(e) = &kernel {
+            tracing::info!("no kernel IPVS fallback: {e}");
+        }
+        NodeMode::Own
+    };
+    let t0 = std::time::Instant::now();
+    let (mut store, durable) = Durable::open(&cli.state_dir)?;
+    tracing::debug!(took = ?t0.elapsed(), "durable table read");
+    let start = start_fast_path(&cli, config, durable)?;
+    let (fp, table, to_apply) = (start.fp, start.table, start.to_apply);
+    let mut node = Node::new(fp, table, kernel, mode);
+    match (to_apply, &desired) {
+        (Some(t), _) if mode == NodeMode::Own => {
+            // Fresh maps: program the table from nothing (kernel fallback services a previous
+            // daemon left behind are removed first). The durable table says so first: a
+            // daemon killed while it programs leaves maps no successor may take over.
+            let timeouts = node.fast_path().timeouts().map_err(|e| e.to_string())?;
+            store
+                .snapshot(None, timeouts, &t, Vec::new())
+                .map_err(|e| format!("saving the table: {e}"))?;
+            node.clear_kernel_leftovers(&t);
+            let n = node.reload(&t)?;
+            tracing::info!(
+                changes = n,
+                services = t.services().len(),
+                "table programmed"
+            );
+        }
+        (None, Some(t)) if start.first => {
+            node.clear_kernel_leftovers(t);
+            let n = node.reload(t)?;
+            tracing::info!(changes = n, services = t.services().len(), "rules applied");
+        }
+        (None, Some(_)) => tracing::info!(
+            services = node.table().services().len(),
+            "the saved table wins over --rules after a restart (SIGHUP applies the file)"
+        ),
+        _ => {}
+    }
+    // From here on every acknowledged change is on disk before its answer. The state a clean
+    // stop saved has been taken over and is in the durable store now: it goes.
+    node.set_durable(store, !start.from_durable)?;
     let _ = std::fs::remove_file(engine_file(&cli.state_dir));
     let _ = std::fs::remove_file(table_file(&cli.state_dir));
-    let (mut fp, table) = match saved {
-        Some((engine, table)) => {
-            let table: Table =
-                serde_json::from_slice(&table).map_err(|e| format!("saved table: {e}"))?;
-            let fp = FastPath::adopt(config, &engine).map_err(|e| e.to_string())?;
-            tracing::info!(
-                services = table.services().len(),
-                "adopted the running fast path"
-            );
-            (fp, table)
-        }
-        None => (
-            FastPath::load(config).map_err(|e| e.to_string())?,
-            Table::new(),
-        ),
-    };
+    // Attached only now, with the table in place: where the maps had to be created anew, the
+    // previous program keeps forwarding through the pinned links until this moment.
     // Links a previous daemon pinned for interfaces this one does not serve: gone from the
     // node, or no longer named or matched. Their pins go (a deleted interface's link is
     // defunct; an unserved one would keep running the old program).
@@ -324,7 +370,7 @@ fn run(cli: Cli) -> Result<(), String> {
         if index.is_some() && (named.iter().any(|(n, _)| *n == iface) || patterns.matches(&iface)) {
             continue;
         }
-        match ifaces::detach_iface(&mut fp, &iface, index) {
+        match ifaces::detach_iface(node.fast_path(), &iface, index) {
             Ok(_) if index.is_none() => {
                 tracing::info!(
                     iface,
@@ -344,7 +390,7 @@ fn run(cli: Cli) -> Result<(), String> {
             hook: hook.fixed(),
             redirect_virtual: cli.redirect_virtual,
         };
-        let r = attach_iface(&mut fp, &opts, iface).map_err(|e| e.to_string())?;
+        let r = attach_iface(node.fast_path(), &opts, iface).map_err(|e| e.to_string())?;
         if r.attached.fell_back {
             tracing::warn!(
                 iface,
@@ -363,7 +409,9 @@ fn run(cli: Cli) -> Result<(), String> {
     if cli.socket_lb == OnOff::On {
         let root = lb_user::fastpath::sockets::cgroup2_root(&cli.state_dir.join("cgroup2"))
             .map_err(|e| e.to_string())?;
-        fp.attach_sockets(&root).map_err(|e| e.to_string())?;
+        node.fast_path()
+            .attach_sockets(&root)
+            .map_err(|e| e.to_string())?;
         tracing::info!(
             cgroup = %root.display(),
             "balancing this node's own connections to VIPs at the socket"
@@ -375,27 +423,6 @@ fn run(cli: Cli) -> Result<(), String> {
     } else {
         Some(LinkSocket::open()?)
     };
-    let kernel = IpvsClient::new().map_err(|e| e.to_string());
-    let mode = if cli.mirror_ipvs {
-        if let Err(e) = &kernel {
-            return Err(format!("--mirror-ipvs needs kernel IPVS: {e}"));
-        }
-        NodeMode::Mirror
-    } else {
-        if let Err(e) = &kernel {
-            tracing::info!("no kernel IPVS fallback: {e}");
-        }
-        NodeMode::Own
-    };
-    let fresh = table.services().is_empty();
-    let mut node = Node::new(fp, table, kernel, mode);
-    if let Some(t) = &desired {
-        if fresh {
-            node.clear_kernel_leftovers(t);
-        }
-        let n = node.reload(t)?;
-        tracing::info!(changes = n, services = t.services().len(), "rules applied");
-    }
     if mode == NodeMode::Mirror {
         let n = node.sync_from_kernel()?;
         tracing::info!(
@@ -579,6 +606,137 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     tracing::info!("stopped; the fast path keeps running (`xvsd teardown` removes it)");
     std::thread::sleep(Duration::from_millis(10));
     Ok(())
+}
+
+/// How the fast path was started.
+struct Start {
+    fp: FastPath,
+    /// The table the maps hold (adopted) or empty (fresh maps).
+    table: Table,
+    /// Fresh maps for a table that existed before: program it.
+    to_apply: Option<Table>,
+    /// Nothing existed before (no saved or durable table): --rules is the table.
+    first: bool,
+    /// The maps were taken over from the durable store as it is (no snapshot needed).
+    from_durable: bool,
+}
+
+/// Takes over what a previous daemon left, in this order: the state a clean stop saved (exact);
+/// else the durable table, over the pinned maps when they fit this xvsd (after a crash or
+/// SIGKILL: the maps are reconciled to the last acknowledged table, connections continue);
+/// else fresh maps.
+fn start_fast_path(
+    cli: &Cli,
+    config: FastPathConfig,
+    durable: Option<DurableState>,
+) -> Result<Start, String> {
+    let fresh = |config: FastPathConfig, to_apply: Option<Table>, first: bool| {
+        FastPath::load(config)
+            .map(|fp| Start {
+                fp,
+                table: Table::new(),
+                to_apply,
+                first,
+                from_durable: false,
+            })
+            .map_err(|e| e.to_string())
+    };
+    let incompatible = |why: &str| {
+        tracing::warn!(
+            pin_dir = %cli.pin_dir.display(),
+            "the pinned maps cannot be taken over ({why}): starting with new maps. The running \
+             program keeps forwarding with the old ones until this daemon replaces it; \
+             connections through them are then lost"
+        );
+        adopt::unpin_maps(&cli.pin_dir);
+    };
+    let saved = std::fs::read(engine_file(&cli.state_dir))
+        .ok()
+        .zip(std::fs::read(table_file(&cli.state_dir)).ok());
+    if let Some((engine, table)) = saved {
+        let table: Table =
+            serde_json::from_slice(&table).map_err(|e| format!("saved table: {e}"))?;
+        let limits = Engine::restore(&engine)
+            .map_err(|e| e.to_string())?
+            .limits()
+            .clone();
+        match adopt::check_pins(&cli.pin_dir, &limits) {
+            Ok(()) => {
+                let fp = FastPath::adopt(config, &engine).map_err(|e| e.to_string())?;
+                tracing::info!(
+                    services = table.services().len(),
+                    "adopted the running fast path"
+                );
+                return Ok(Start {
+                    fp,
+                    table,
+                    to_apply: None,
+                    first: false,
+                    from_durable: false,
+                });
+            }
+            Err(why) => {
+                incompatible(&why);
+                return fresh(config, Some(table), false);
+            }
+        }
+    }
+    let Some(mut d) = durable else {
+        if adopt::any_pinned(&cli.pin_dir) {
+            // Maps without a table saying what they hold (their daemon crashed before this
+            // version, or the state directory was lost): nothing can be taken over.
+            incompatible("no saved or durable table describes them");
+        }
+        return fresh(config, None, true);
+    };
+    let timeouts = d.timeouts;
+    let start = match d.limits.clone() {
+        Some(limits) if adopt::any_pinned(&cli.pin_dir) => {
+            match adopt::check_pins(&cli.pin_dir, &limits) {
+                Ok(()) => {
+                    let services = std::mem::take(&mut d.engine).into_iter().collect();
+                    match FastPath::adopt_rebuild(config.clone(), limits, services) {
+                        Ok((fp, rep)) => {
+                            tracing::info!(
+                                services = d.table.services().len(),
+                                rolled_back = rep.services_rewritten + rep.services_removed,
+                                dests_revived = rep.dests_rewritten,
+                                dests_dropped = rep.dests_killed,
+                                tables_rewritten = rep.tables_rewritten,
+                                "took the running fast path over from the durable table"
+                            );
+                            Start {
+                                fp,
+                                table: d.table,
+                                to_apply: None,
+                                first: false,
+                                from_durable: true,
+                            }
+                        }
+                        Err(e) => {
+                            incompatible(&e.to_string());
+                            fresh(config, Some(d.table), false)?
+                        }
+                    }
+                }
+                Err(why) => {
+                    incompatible(&why);
+                    fresh(config, Some(d.table), false)?
+                }
+            }
+        }
+        _ => fresh(config, Some(d.table), false)?,
+    };
+    let mut start = start;
+    if start.to_apply.is_some() {
+        if let Some((tcp, fin, udp)) = timeouts {
+            start
+                .fp
+                .set_timeouts(tcp, fin, udp)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(start)
 }
 
 /// Forwards the BPF programs' log records (aya-log's ring) to tracing as they arrive.

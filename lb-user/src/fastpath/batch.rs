@@ -165,3 +165,89 @@ fn lookup_one<T: aya::Pod>(
     unsafe { values.set_len(ncpus) };
     Ok(())
 }
+
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// Writes every `(key, value)` of `entries` in one `BPF_MAP_UPDATE_BATCH` syscall (per-entry
+/// updates where the kernel has no batch operations). A process is only killed on its way back
+/// to userspace, never inside a syscall: a daemon killed (SIGKILL) during a batch leaves either
+/// none of it or all of it in the map. (Concurrent readers can still see it half-way for the
+/// syscall's few microseconds.)
+pub fn update_all<K: aya::Pod, V: aya::Pod>(
+    fd: BorrowedFd<'_>,
+    entries: &[(K, V)],
+) -> io::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<K> = entries.iter().map(|(k, _)| *k).collect();
+    let values: Vec<V> = entries.iter().map(|(_, v)| *v).collect();
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: entries.len() as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_UPDATE_BATCH, &mut attr) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | ENOTSUPP)) => {
+            // attr.count says how many went in before the refusal (0 when unsupported).
+            let done = (attr.count as usize).min(entries.len());
+            for (k, v) in &entries[done..] {
+                let mut a = ElemAttr {
+                    map_fd: fd.as_raw_fd() as u32,
+                    key: k as *const K as u64,
+                    value: v as *const V as u64,
+                    ..Default::default()
+                };
+                bpf(BPF_MAP_UPDATE_ELEM, &mut a)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes every key of `keys` in one `BPF_MAP_DELETE_BATCH` syscall (see `update_all`). Keys
+/// already absent are not an error.
+pub fn delete_all<K: aya::Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> io::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    let done = match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
+        Ok(()) => return Ok(()),
+        // ENOENT: one key was absent; the rest still has to go.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | ENOTSUPP | libc::ENOENT)
+            ) =>
+        {
+            (attr.count as usize).min(keys.len())
+        }
+        Err(e) => return Err(e),
+    };
+    for k in &keys[done..] {
+        let mut a = ElemAttr {
+            map_fd: fd.as_raw_fd() as u32,
+            key: k as *const K as u64,
+            ..Default::default()
+        };
+        match bpf(BPF_MAP_DELETE_ELEM, &mut a) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -7,9 +7,9 @@
 //! table into a fresh region, then the service entry that points at it (an atomic map update,
 //! so a service is never without destinations while it changes), then retire what went away.
 
-use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,36 @@ use super::alloc::{IdAlloc, RegionAlloc};
 use super::FastPathError;
 use crate::model::{Change, Destination, Forward, Protocol, ServiceConfig, ServiceKey};
 use crate::sched::{Pick, SchedDest, SchedKind, ServiceSched};
+
+/// Test hook: `XVSD_TEST_ABORT=<point>` makes the daemon abort (as a SIGKILL would end it) at
+/// that point of the first table change: `after-switch` (the batch serves packets, its
+/// retirements and durable record are not done), `before-journal` (all done but the durable
+/// record and the answer). The crash tests use it to hit those moments exactly.
+pub fn abort_at(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("XVSD_TEST_ABORT").ok())
+        .as_deref()
+        == Some(point)
+    {
+        eprintln!("XVSD_TEST_ABORT={point}: aborting");
+        std::process::abort();
+    }
+}
+
+/// The SERVICES value of a service a batch removes, between the batch's switch and the entry's
+/// deletion right after it: no table, so it schedules nothing (the program passes new
+/// connections to the kernel as for an absent service). `svc_id` marks it.
+pub const SVC_ID_REMOVED: u32 = u32::MAX;
+const TOMBSTONE: SvcValue = SvcValue {
+    svc_id: SVC_ID_REMOVED,
+    sched: SCHED_RR,
+    flags: 0,
+    _pad: 0,
+    table_off: 0,
+    table_len: 0,
+    cursor: 0,
+};
 
 /// A region freed while BPF programs might still read it rests this long before reuse.
 const RETIRE_GRACE: Duration = Duration::from_millis(100);
@@ -153,6 +183,19 @@ impl SvcState {
         match self.kind {
             SchedKind::Sh { port: true, .. } => SVC_F_SH_PORT,
             _ => 0,
+        }
+    }
+
+    /// The SERVICES entry for this state's table at region `off` (header slot) of `len` picks.
+    fn value_at(&self, off: u32, len: u32) -> SvcValue {
+        SvcValue {
+            svc_id: self.svc_id,
+            sched: self.bpf_sched(),
+            flags: self.bpf_flags(),
+            _pad: 0,
+            table_off: off + 1,
+            table_len: len,
+            cursor: 0,
         }
     }
 
@@ -286,6 +329,32 @@ pub struct Engine {
     retiring: Vec<(Instant, u32, u32)>,
     #[serde(with = "as_pairs")]
     backends: StdHashMap<L4Addr, u32>,
+    /// Services written since the last `take_changed` (what the daemon's journal records).
+    #[serde(skip)]
+    dirty: BTreeSet<ServiceKey>,
+}
+
+/// One service's engine state as the daemon's durable store keeps it (opaque outside the
+/// engine): with the table it was built from, enough to take the maps over after a crash.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EngineService(SvcState);
+
+/// What `Engine::rebuild` found in the maps and put right.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// SERVICES entries rewritten to the durable state (an unacknowledged batch rolled back).
+    pub services_rewritten: usize,
+    /// SERVICES entries the durable state does not have, deleted.
+    pub services_removed: usize,
+    /// DESTS entries set back to the durable state (destinations revived).
+    pub dests_rewritten: usize,
+    /// Live DESTS entries no durable service names, marked dead (staged, never published).
+    pub dests_killed: usize,
+    /// BACKENDS entries added or removed.
+    pub backends_fixed: usize,
+    /// Scheduler tables whose SCHED_SLOTS region did not hold what was published, rewritten.
+    pub tables_rewritten: usize,
 }
 
 /// JSON objects need string keys: maps keyed by structs are saved as lists of pairs.
@@ -325,7 +394,231 @@ impl Engine {
             epoch: 0,
             retiring: Vec::new(),
             backends: StdHashMap::new(),
+            dirty: BTreeSet::new(),
         }
+    }
+
+    /// The services written since the last call, each with its state now (None: removed).
+    pub fn take_changed(&mut self) -> Vec<(ServiceKey, Option<EngineService>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|k| {
+                let st = self.services.get(&k).cloned().map(EngineService);
+                (k, st)
+            })
+            .collect()
+    }
+
+    /// Every service's state (a durable snapshot).
+    pub fn services_state(&self) -> Vec<(ServiceKey, EngineService)> {
+        self.services
+            .iter()
+            .map(|(k, st)| (*k, EngineService(st.clone())))
+            .collect()
+    }
+
+    /// Forgets the services written so far (their states are in a snapshot).
+    pub fn clear_changed(&mut self) {
+        self.dirty.clear();
+    }
+
+    /// Takes over maps a previous daemon left pinned without saving its state (it was killed
+    /// or crashed), from the services' states as the durable store last acknowledged them:
+    /// allocators, generations and backend references are rebuilt, then the maps are made to
+    /// say exactly that. What the dead daemon staged or switched after its last acknowledged
+    /// change is rolled back; destinations it retired since are revived with their ids and
+    /// generations, so connections to them continue.
+    pub fn rebuild(
+        &mut self,
+        ebpf: &mut Ebpf,
+        services: Vec<(ServiceKey, EngineService)>,
+    ) -> Result<Reconciled, FastPathError> {
+        let mut rep = Reconciled::default();
+        let limits = self.limits.clone();
+        let t0 = Instant::now();
+        let services: BTreeMap<ServiceKey, SvcState> = services
+            .into_iter()
+            .map(|(k, EngineService(mut st))| {
+                st.advanced = false;
+                (k, st)
+            })
+            .collect();
+        let mut svc_used = BTreeSet::new();
+        let mut dest_used = BTreeSet::new();
+        let mut regions = RegionAlloc::new(limits.sched_slots);
+        let mut backends: StdHashMap<L4Addr, u32> = StdHashMap::new();
+        for (k, st) in &services {
+            let bad = |what: &str| FastPathError::Load(format!("durable state: {k}: {what}"));
+            if st.svc_id >= limits.max_services || !svc_used.insert(st.svc_id) {
+                return Err(bad("service id out of range or shared"));
+            }
+            let Some((off, len)) = st.region else {
+                return Err(bad("no table region"));
+            };
+            if !regions.reserve(off, len) {
+                return Err(bad("table regions overlap"));
+            }
+            for e in &st.dests {
+                let Some(id) = e.id else {
+                    return Err(bad("destination without an id"));
+                };
+                if id >= limits.max_dests || !dest_used.insert(id) {
+                    return Err(bad("destination id out of range or shared"));
+                }
+                *backends
+                    .entry(l4(&e.dest.addr, e.dest.port, st.proto))
+                    .or_insert(0) += 1;
+            }
+        }
+        // Every generation the DESTS map holds: a freed id is handed out again one above it.
+        let mut dest_gen: StdHashMap<u32, u32> = StdHashMap::new();
+        let mut live_in_map: Vec<(u32, DestValue)> = Vec::new();
+        {
+            let fd = map_fd(ebpf, names::DESTS)?;
+            super::batch::read_percpu_array::<DestValue>(fd, limits.max_dests, 1, |id, v| {
+                let v = v[0];
+                if v.gen != 0 {
+                    dest_gen.insert(id, v.gen);
+                }
+                if v.flags & DEST_F_LIVE != 0 {
+                    live_in_map.push((id, v));
+                }
+            })
+            .map_err(|e| FastPathError::Map(format!("DESTS: batch read: {e}")))?;
+        }
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: states checked, DESTS read");
+        // DESTS: every durable destination exactly as published (revived if a later, never
+        // acknowledged batch retired it); every other live entry dead.
+        let mut dest_fix: Vec<(u32, DestValue)> = Vec::new();
+        let mut have: Vec<Option<DestValue>> = vec![None; limits.max_dests as usize];
+        for (id, v) in &live_in_map {
+            have[*id as usize] = Some(*v);
+        }
+        for st in services.values() {
+            for e in &st.dests {
+                let id = e.id.expect("checked");
+                let want = DestValue {
+                    addr: u32::from(v4(&e.dest.addr)).to_be(),
+                    port: e.dest.port.to_be(),
+                    flags: DEST_F_LIVE,
+                    _pad: 0,
+                    gen: e.gen,
+                    svc_id: st.svc_id,
+                };
+                let g = dest_gen.entry(id).or_insert(e.gen);
+                *g = (*g).max(e.gen);
+                match have[id as usize].take() {
+                    Some(v) if v == want => {}
+                    _ => dest_fix.push((id, want)),
+                }
+            }
+        }
+        rep.dests_rewritten = dest_fix.len();
+        for (id, mut v) in have
+            .into_iter()
+            .enumerate()
+            .filter_map(|(id, v)| Some((id as u32, v?)))
+        {
+            v.flags &= !DEST_F_LIVE;
+            dest_fix.push((id, v));
+            rep.dests_killed += 1;
+        }
+        dest_fix.sort_by_key(|(id, _)| *id);
+        super::batch::update_all(map_fd(ebpf, names::DESTS)?, &dest_fix)
+            .map_err(|e| FastPathError::Map(format!("DESTS: {e}")))?;
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: DESTS reconciled");
+        // SCHED_SLOTS: every durable table's region as published (a daemon killed while it
+        // programmed new maps may have left other contents there).
+        {
+            // Only as far as the regions in use reach (the array is sized for the worst case).
+            let end = services
+                .values()
+                .filter_map(|st| st.region.map(|(o, l)| o + l))
+                .max()
+                .unwrap_or(0);
+            let mut have: Vec<SchedSlot> = vec![SchedSlot::default(); end as usize];
+            let fd = map_fd(ebpf, names::SCHED_SLOTS)?;
+            super::batch::read_percpu_array::<SchedSlot>(fd, end, 1, |i, v| {
+                if let Some(h) = have.get_mut(i as usize) {
+                    *h = v[0];
+                }
+            })
+            .map_err(|e| FastPathError::Map(format!("SCHED_SLOTS: batch read: {e}")))?;
+            let mut fix: Vec<(u32, SchedSlot)> = Vec::new();
+            for st in services.values() {
+                let (off, _) = st.region.expect("checked");
+                let want = region_slots(&st.dests, &st.table, &st.table_list, off);
+                if want.iter().any(|(i, v)| have.get(*i as usize) != Some(v)) {
+                    rep.tables_rewritten += 1;
+                    fix.extend(want);
+                }
+            }
+            super::batch::update_all(fd, &fix)
+                .map_err(|e| FastPathError::Map(format!("SCHED_SLOTS: {e}")))?;
+        }
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: SCHED_SLOTS reconciled");
+        // BACKENDS: exactly the durable destinations' addresses.
+        {
+            let mut b: HashMap<&mut MapData, L4Addr, u32> = typed(ebpf, names::BACKENDS)?;
+            let keys: Vec<L4Addr> = b.keys().filter_map(|k| k.ok()).collect();
+            let present: HashSet<L4Addr> = keys.iter().copied().collect();
+            for k in keys.iter().filter(|k| !backends.contains_key(k)) {
+                let _ = b.remove(k);
+                rep.backends_fixed += 1;
+            }
+            for k in backends.keys().filter(|k| !present.contains(k)) {
+                b.insert(*k, 1, 0).map_err(map_err("BACKENDS"))?;
+                rep.backends_fixed += 1;
+            }
+        }
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: BACKENDS reconciled");
+        // SERVICES: an entry that already points at the durable table keeps its cursor (the
+        // scheduler goes on where it was); any other is switched back to it.
+        {
+            let m: HashMap<&MapData, L4Addr, SvcValue> = typed_ref(ebpf, names::SERVICES)?;
+            let mut present: StdHashMap<L4Addr, SvcValue> = StdHashMap::new();
+            for k in m.keys().filter_map(|k| k.ok()) {
+                if let Ok(v) = m.get(&k, 0) {
+                    present.insert(k, v);
+                }
+            }
+            let mut fix: Vec<(L4Addr, SvcValue)> = Vec::new();
+            for st in services.values() {
+                let (off, len) = st.region.expect("checked");
+                let want = st.value_at(off, len - 1);
+                match present.remove(&st.vip) {
+                    Some(v)
+                        if (v.svc_id, v.sched, v.flags, v.table_off, v.table_len)
+                            == (
+                                want.svc_id,
+                                want.sched,
+                                want.flags,
+                                want.table_off,
+                                want.table_len,
+                            ) => {}
+                    _ => fix.push((st.vip, want)),
+                }
+            }
+            let gone: Vec<L4Addr> = present.into_keys().collect();
+            rep.services_rewritten = fix.len();
+            rep.services_removed = gone.len();
+            let fd = map_fd(ebpf, names::SERVICES)?;
+            super::batch::update_all(fd, &fix)
+                .map_err(|e| FastPathError::Map(format!("SERVICES: {e}")))?;
+            super::batch::delete_all(fd, &gone)
+                .map_err(|e| FastPathError::Map(format!("SERVICES: {e}")))?;
+        }
+        tracing::debug!(took = ?t0.elapsed(), "rebuild: SERVICES reconciled");
+        self.svc_ids = IdAlloc::with_used(limits.max_services, &svc_used);
+        self.dest_ids = IdAlloc::with_used(limits.max_dests, &dest_used);
+        self.dest_gen = dest_gen;
+        self.epoch += 1;
+        self.regions = regions;
+        self.retiring.clear();
+        self.backends = backends;
+        self.services = services;
+        self.dirty.clear();
+        Ok(rep)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -435,16 +728,57 @@ impl Engine {
                 self.limits.max_services
             )));
         }
-        // Phase 3: write.
+        // Phase 3: write. (a) Stage: every new destination and every new table of the batch
+        // goes into entries nothing points at yet. (b) Switch: all the batch's SERVICES
+        // entries in one BPF_MAP_UPDATE_BATCH syscall, removed services included as
+        // tombstones (no table: they schedule nothing, as an absent service). A process is
+        // killed only on its way back to userspace, so a daemon killed during the batch
+        // leaves the packet path with the old table or the new one, never a part (two
+        // syscalls would not do: a SIGKILL arriving during the first ends the process right
+        // after it). (c) Retire what the switch left behind, tombstones included.
         self.reap_retired(false);
+        let mut switch: Vec<(L4Addr, SvcValue)> = Vec::new();
+        let mut gone: Vec<L4Addr> = Vec::new();
+        let mut replaced: Vec<(ServiceKey, Option<SvcState>)> = Vec::new();
+        let mut removed: Vec<SvcState> = Vec::new();
         for (key, st) in staged {
+            self.dirty.insert(key);
             match st {
-                None => self.remove_service(ebpf, &key)?,
+                None => {
+                    if let Some(st) = self.services.remove(&key) {
+                        gone.push(st.vip);
+                        switch.push((st.vip, TOMBSTONE));
+                        removed.push(st);
+                    }
+                }
                 Some(st) => {
                     let (table, list) = tables.remove(&key).expect("table computed above");
-                    self.publish(ebpf, key, st, table, list)?;
+                    let (vip, value, old) = self.stage_publish(ebpf, key, st, table, list)?;
+                    switch.push((vip, value));
+                    replaced.push((key, old));
                 }
             }
+        }
+        {
+            let t0 = Instant::now();
+            let fd = map_fd(ebpf, names::SERVICES)?;
+            super::batch::update_all(fd, &switch)
+                .map_err(|e| FastPathError::Map(format!("SERVICES: batch update: {e}")))?;
+            tracing::debug!(
+                entries = switch.len(),
+                removed = gone.len(),
+                took = ?t0.elapsed(),
+                "batch switched"
+            );
+            abort_at("after-switch");
+            super::batch::delete_all(fd, &gone)
+                .map_err(|e| FastPathError::Map(format!("SERVICES: batch delete: {e}")))?;
+        }
+        for (key, old) in replaced {
+            self.retire_replaced(ebpf, &key, old)?;
+        }
+        for st in removed {
+            self.retire_removed(ebpf, st)?;
         }
         Ok(())
     }
@@ -560,14 +894,17 @@ impl Engine {
         Ok(())
     }
 
-    fn publish(
+    /// Stages a service's new state: ids and DESTS entries for its new destinations, its table
+    /// in a fresh region. Returns the SERVICES entry that switches to it (written by the
+    /// caller, with the rest of the batch) and the state it replaces.
+    fn stage_publish(
         &mut self,
         ebpf: &mut Ebpf,
         key: ServiceKey,
         mut st: SvcState,
         table: Vec<Pick>,
         list: Vec<SchedDest>,
-    ) -> Result<(), FastPathError> {
+    ) -> Result<(L4Addr, SvcValue, Option<SvcState>), FastPathError> {
         let old = self.services.remove(&key);
         if st.svc_id == u32::MAX {
             st.svc_id = self.svc_ids.alloc().expect("capacity checked");
@@ -600,87 +937,63 @@ impl Engine {
             e.id = Some(id);
         }
         // The table, into a fresh region: header slot (reserved for the scheduler's state at
-        // creation) then one slot per pick.
+        // creation) then one slot per pick, in one batch write.
         let len = table.len() as u32;
         let off = self.regions.alloc(len + 1).expect("capacity checked");
-        {
-            let mut slots = slots_map(ebpf)?;
-            slots
-                .set(
-                    off,
-                    SchedSlot {
-                        dest_id: NO_DEST,
-                        aux: 0,
-                    },
-                    0,
-                )
-                .map_err(map_err("SCHED_SLOTS"))?;
-            for (i, p) in table.iter().enumerate() {
-                let dest_id = match p.dest {
-                    Some(ix) => {
-                        let k = list[ix].key;
-                        st.dests
-                            .iter()
-                            .find(|e| (e.dest.addr, e.dest.port) == k)
-                            .and_then(|e| e.id)
-                            .unwrap_or(NO_DEST)
-                    }
-                    None => NO_DEST,
-                };
-                slots
-                    .set(
-                        off + 1 + i as u32,
-                        SchedSlot {
-                            dest_id,
-                            aux: p.aux,
-                        },
-                        0,
-                    )
-                    .map_err(map_err("SCHED_SLOTS"))?;
-            }
-        }
-        let value = SvcValue {
-            svc_id: st.svc_id,
-            sched: st.bpf_sched(),
-            flags: st.bpf_flags(),
-            _pad: 0,
-            table_off: off + 1,
-            table_len: len,
-            cursor: 0,
-        };
-        services_map(ebpf)?
-            .insert(st.vip, value, 0)
-            .map_err(map_err("SERVICES"))?;
+        let slots = region_slots(&st.dests, &table, &list, off);
+        super::batch::update_all(map_fd(ebpf, names::SCHED_SLOTS)?, &slots)
+            .map_err(|e| FastPathError::Map(format!("SCHED_SLOTS: {e}")))?;
+        let value = st.value_at(off, len);
         if let Some((o, l)) = st.region.replace((off, len + 1)) {
             self.retiring.push((Instant::now(), o, l));
         }
         st.table = table;
         st.table_list = list;
         st.advanced = false;
-        // Destinations that went away: expire their connections, keep their counters.
-        if let Some(old) = old {
-            let kept: HashSet<u32> = st.dests.iter().filter_map(|e| e.id).collect();
-            for e in old
-                .dests
-                .iter()
-                .filter(|e| e.id.is_some_and(|id| !kept.contains(&id)))
-            {
-                let id = e.id.unwrap();
-                st.retired_add(read_dest_stats(ebpf, id)?);
-                self.kill_dest(ebpf, id, l4(&e.dest.addr, e.dest.port, st.proto))?;
-            }
-        }
+        let vip = st.vip;
         self.services.insert(key, st);
+        Ok((vip, value, old))
+    }
+
+    /// After the switch: destinations a service no longer has expire their connections (their
+    /// counters stay in the service's totals); a service re-created under the same key gives
+    /// its old id back.
+    fn retire_replaced(
+        &mut self,
+        ebpf: &mut Ebpf,
+        key: &ServiceKey,
+        old: Option<SvcState>,
+    ) -> Result<(), FastPathError> {
+        let Some(old) = old else { return Ok(()) };
+        let st = self.services.get(key).expect("just published");
+        let kept: HashSet<u32> = st.dests.iter().filter_map(|e| e.id).collect();
+        let (proto, new_svc_id) = (st.proto, st.svc_id);
+        let mut retired = DestStats::default();
+        for e in old
+            .dests
+            .iter()
+            .filter(|e| e.id.is_some_and(|id| !kept.contains(&id)))
+        {
+            let id = e.id.unwrap();
+            let s = read_dest_stats(ebpf, id)?;
+            retired.conns += s.conns;
+            retired.inpkts += s.inpkts;
+            retired.outpkts += s.outpkts;
+            retired.inbytes += s.inbytes;
+            retired.outbytes += s.outbytes;
+            self.kill_dest(ebpf, id, l4(&e.dest.addr, e.dest.port, proto))?;
+        }
+        self.services
+            .get_mut(key)
+            .expect("just published")
+            .retired_add(retired);
+        if old.svc_id != new_svc_id {
+            self.svc_ids.free(old.svc_id);
+        }
         Ok(())
     }
 
-    fn remove_service(&mut self, ebpf: &mut Ebpf, key: &ServiceKey) -> Result<(), FastPathError> {
-        let Some(st) = self.services.remove(key) else {
-            return Ok(());
-        };
-        services_map(ebpf)?
-            .remove(&st.vip)
-            .map_err(map_err("SERVICES"))?;
+    fn retire_removed(&mut self, ebpf: &mut Ebpf, st: SvcState) -> Result<(), FastPathError> {
         for e in &st.dests {
             if let Some(id) = e.id {
                 self.kill_dest(ebpf, id, l4(&e.dest.addr, e.dest.port, st.proto))?;
@@ -864,6 +1177,45 @@ impl SvcState {
     }
 }
 
+/// A table's SCHED_SLOTS entries at region `off`: the header slot, then one per pick (the
+/// destination's id, from `dests`; `list` is what the picks index).
+fn region_slots(
+    dests: &[DestEntry],
+    table: &[Pick],
+    list: &[SchedDest],
+    off: u32,
+) -> Vec<(u32, SchedSlot)> {
+    let mut slots: Vec<(u32, SchedSlot)> = Vec::with_capacity(table.len() + 1);
+    slots.push((
+        off,
+        SchedSlot {
+            dest_id: NO_DEST,
+            aux: 0,
+        },
+    ));
+    for (i, p) in table.iter().enumerate() {
+        let dest_id = match p.dest {
+            Some(ix) => {
+                let k = list[ix].key;
+                dests
+                    .iter()
+                    .find(|e| (e.dest.addr, e.dest.port) == k)
+                    .and_then(|e| e.id)
+                    .unwrap_or(NO_DEST)
+            }
+            None => NO_DEST,
+        };
+        slots.push((
+            off + 1 + i as u32,
+            SchedSlot {
+                dest_id,
+                aux: p.aux,
+            },
+        ));
+    }
+    slots
+}
+
 /// What every destination change starts with: the service must exist and the destination be
 /// servable; the scheduler state is advanced past the fast path's picks, and the list before
 /// the change is kept for the kernel's per-change hook.
@@ -923,12 +1275,26 @@ where
     T::try_from(m).map_err(|e| FastPathError::Map(format!("{name}: {e}")))
 }
 
-fn services_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, L4Addr, SvcValue>, FastPathError> {
-    typed(ebpf, names::SERVICES)
+/// A map's descriptor, for the raw batch operations.
+fn map_fd<'a>(ebpf: &'a Ebpf, name: &str) -> Result<BorrowedFd<'a>, FastPathError> {
+    use aya::maps::Map;
+    match ebpf.map(name) {
+        Some(
+            Map::HashMap(d)
+            | Map::Array(d)
+            | Map::PerCpuArray(d)
+            | Map::LruHashMap(d)
+            | Map::DevMapHash(d),
+        ) => Ok(d.fd().as_fd()),
+        Some(_) => Err(FastPathError::Map(format!("{name}: unexpected map type"))),
+        None => Err(FastPathError::Map(format!(
+            "map {name} missing from the object"
+        ))),
+    }
 }
 
-fn slots_map(ebpf: &mut Ebpf) -> Result<Array<&mut MapData, SchedSlot>, FastPathError> {
-    typed(ebpf, names::SCHED_SLOTS)
+fn services_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, L4Addr, SvcValue>, FastPathError> {
+    typed(ebpf, names::SERVICES)
 }
 
 fn dests_map(ebpf: &mut Ebpf) -> Result<Array<&mut MapData, DestValue>, FastPathError> {

@@ -74,6 +74,10 @@ impl FastPath {
         if behind {
             // Best effort: without it XDP still serves full checksums (NIC-like senders).
             if let Err(e) = self.attach_pinned(&pin_dir, iface, AttachMode::Tc) {
+                if ifindex(iface).is_err() {
+                    // The interface went meanwhile: the caller handles that (quietly).
+                    return Err(e);
+                }
                 tracing::warn!(
                     iface,
                     "cannot put tc behind XDP ({e}): packets of local senders with partial \

@@ -19,8 +19,8 @@ use lb_common::{
 };
 
 pub use engine::{
-    unsupported_reason, Counters, DestCounters, DestReading, DestStatsRead, Engine, Limits,
-    ServiceCounters, ServiceReading,
+    unsupported_reason, Counters, DestCounters, DestReading, DestStatsRead, Engine, EngineService,
+    Limits, Reconciled, ServiceCounters, ServiceReading,
 };
 
 use crate::model::Change;
@@ -143,6 +143,31 @@ impl FastPath {
     pub fn adopt(config: FastPathConfig, saved_engine: &[u8]) -> Result<FastPath, FastPathError> {
         let engine = Engine::restore(saved_engine)?;
         Self::load_with(config, Some(engine))
+    }
+
+    /// Takes over pinned maps a previous daemon left without saving its engine state (it was
+    /// killed or crashed), from the service states its durable store last acknowledged: see
+    /// `Engine::rebuild`. The maps keep their contents (connections, counters, timeouts) and
+    /// are reconciled to those states.
+    pub fn adopt_rebuild(
+        config: FastPathConfig,
+        limits: Limits,
+        services: Vec<(crate::model::ServiceKey, EngineService)>,
+    ) -> Result<(FastPath, Reconciled), FastPathError> {
+        let mut fp = Self::load_with(config, Some(Engine::new(limits)))?;
+        let rep = fp.engine.rebuild(&mut fp.ebpf, services)?;
+        Ok((fp, rep))
+    }
+
+    /// The engine's services written since the last call (see `Engine::take_changed`).
+    pub fn take_changed(&mut self) -> Vec<(crate::model::ServiceKey, Option<EngineService>)> {
+        self.engine.take_changed()
+    }
+
+    /// Every service's engine state, forgetting the changed ones (a durable snapshot).
+    pub fn services_state(&mut self) -> Vec<(crate::model::ServiceKey, EngineService)> {
+        self.engine.clear_changed();
+        self.engine.services_state()
     }
 
     /// Serialised engine state for a successor (see `adopt`).
