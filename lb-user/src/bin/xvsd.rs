@@ -79,6 +79,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (node_exporter's node_ipvs_*
+    /// series and xvs's own xvs_*); off unless given.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -392,6 +396,10 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
         .state_dir
         .join(Path::new(DEFAULT_SOCKET).file_name().unwrap());
     let listener = server::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    if let Some(addr) = cli.metrics_listen {
+        lb_user::metrics::serve(addr, node.clone())?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     tracing::info!(socket = %sock.display(), "serving xvsadm");
     tokio::spawn(server::serve(listener, node.clone()));
     let ticker = node.clone();
