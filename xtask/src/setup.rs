@@ -6,13 +6,16 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: LLVM 22 (bpf-linker links it), iproute2 and ethtool (network tests),
-/// bpftool (inspecting maps).
+/// bpftool (inspecting maps), prometheus (the metrics test scrapes xvsd with it; promtool
+/// checks the example alert rules). Services are not started by the install (no init in
+/// these containers); the test runs its own Prometheus inside a test namespace.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "iproute2",
     "ethtool",
     "bpftool",
+    "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -54,6 +57,16 @@ pub fn setup() -> Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        // On a host running systemd the package starts a Prometheus on *:9090: the tests need
+        // only the binaries, so that service is stopped and disabled again.
+        if missing.contains(&"prometheus") && std::path::Path::new("/run/systemd/system").exists() {
+            println!(
+                "setup: disabling the prometheus service the package started (tests run their own)"
+            );
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", "prometheus"])
+                .status();
+        }
     }
 
     if !ok(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
