@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <task>`.
 mod bench;
+mod dist;
 mod setup;
 mod vm;
 
@@ -28,6 +29,12 @@ enum Task {
     },
     /// Set up, then run every test (needs root: BPF and network namespaces).
     Test,
+    /// Man pages and shell completions (bash, zsh, fish) for xvsd and xvsadm, from their clap
+    /// definitions: written under target/dist/ (or --out).
+    Dist {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Run the in-VM tests (kernel IPVS under qemu): `cargo xtask vm-test [--record-golden]`.
     VmTest(vm::VmTestArgs),
     /// Set up, then run the benchmarks (needs root): BENCHMARKS.md, bench/results.json and
@@ -84,6 +91,16 @@ fn main() -> Result<()> {
             })
         }
         Task::VmTest(args) => vm::vm_test(args),
+        Task::Dist { out } => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap();
+            let out = out.unwrap_or_else(|| root.join("target/dist"));
+            for f in dist::dist(&out)? {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Task::Bench { quick, only } => {
             setup::setup()?;
             bench::bench(quick, only)
