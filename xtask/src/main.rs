@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <task>`.
 mod bench;
 mod dist;
+mod image;
 mod setup;
 mod vm;
 
@@ -34,6 +35,12 @@ enum Task {
     Dist {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+    },
+    /// Build the container image (dist/container/Containerfile) with buildah and check it
+    /// from the inside; the base is built from Debian packages unless --base names one.
+    Image {
+        #[arg(long)]
+        base: Option<String>,
     },
     /// Run the in-VM tests (kernel IPVS under qemu): `cargo xtask vm-test [--record-golden]`.
     VmTest(vm::VmTestArgs),
@@ -91,6 +98,12 @@ fn main() -> Result<()> {
             })
         }
         Task::VmTest(args) => vm::vm_test(args),
+        Task::Image { base } => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap();
+            image::image(root, base)
+        }
         Task::Dist { out } => {
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .parent()

@@ -39,17 +39,15 @@ fn dpkg_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-pub fn setup() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+/// Installs the Debian packages of `pkgs` that are missing.
+pub fn apt(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))
         .collect();
     if missing.is_empty() {
-        println!(
-            "setup: Debian packages present ({})",
-            APT_PACKAGES.join(", ")
-        );
+        println!("setup: Debian packages present ({})", pkgs.join(", "));
     } else {
         println!("setup: installing Debian packages: {}", missing.join(" "));
         run(Command::new("apt-get").arg("update").arg("-qq"))?;
@@ -68,6 +66,12 @@ pub fn setup() -> Result<()> {
                 .status();
         }
     }
+    Ok(())
+}
+
+pub fn setup() -> Result<()> {
+    apt(APT_PACKAGES)?;
+    kubernetes_validate()?;
 
     if !ok(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         bail!(
@@ -117,4 +121,33 @@ pub fn setup() -> Result<()> {
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
     Ok(())
+}
+
+/// kubernetes-validate (PyPI; it ships the Kubernetes API's JSON schemas, so the manifests are
+/// validated offline) in a virtual environment of its own: target/k8s-validate.
+pub const K8S_VALIDATE_VERSION: &str = "1.37.0";
+
+pub fn kubernetes_validate() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let venv = root.join("target/k8s-validate");
+    let exe = venv.join("bin/kubernetes-validate");
+    let have = Command::new(&exe)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(K8S_VALIDATE_VERSION))
+        .unwrap_or(false);
+    if have {
+        println!("setup: kubernetes-validate {K8S_VALIDATE_VERSION} present");
+        return Ok(());
+    }
+    println!(
+        "setup: installing kubernetes-validate {K8S_VALIDATE_VERSION} (PyPI) into {}",
+        venv.display()
+    );
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("kubernetes-validate=={K8S_VALIDATE_VERSION}")))
 }
