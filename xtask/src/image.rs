@@ -114,12 +114,12 @@ fn verify(tag: &str) -> Result<()> {
 
 pub fn image(root: &Path, base: Option<String>) -> Result<()> {
     crate::setup::apt(&["buildah", "debootstrap"])?;
-    crate::cargo(&["build", "--release", "-p", "lb-user", "--bins"])?;
-    crate::dist::dist(&root.join("target/dist"))?;
     let base = match base {
         Some(b) => b,
         None => debian_base()?,
     };
+    crate::cargo(&["build", "--release", "-p", "lb-user", "--bins"])?;
+    crate::dist::dist(&root.join("target/dist"))?;
     let tag = format!("localhost/xvs:{}", env!("CARGO_PKG_VERSION"));
     run(buildah()
         .arg("build")
