@@ -457,7 +457,9 @@ mod tests {
         for (i, (idx, name)) in path::NAMES.iter().enumerate() {
             assert_eq!(*idx as usize, i, "{name}");
             assert!(*idx < path::N);
-            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
             assert!(path::NAMES[..i].iter().all(|(_, n)| n != name), "{name}");
         }
         assert_eq!(path::NAMES.last().unwrap().0, path::SOCK_TABLE_FULL);

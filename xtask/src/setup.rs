@@ -146,7 +146,11 @@ pub fn kubernetes_validate() -> Result<()> {
         "setup: installing kubernetes-validate {K8S_VALIDATE_VERSION} (PyPI) into {}",
         venv.display()
     );
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    if run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).is_err() {
+        // Debian's own python3 makes virtual environments only with python3-venv.
+        apt(&["python3-venv"])?;
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
     run(Command::new(venv.join("bin/pip"))
         .args(["install", "--quiet", "--disable-pip-version-check"])
         .arg(format!("kubernetes-validate=={K8S_VALIDATE_VERSION}")))
