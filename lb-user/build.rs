@@ -21,7 +21,7 @@ fn main() {
     for p in [
         "lb-ebpf/src",
         "lb-ebpf/Cargo.toml",
-        "lb-ebpf/Cargo.lock",
+        "Cargo.lock",
         "lb-common/src",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());

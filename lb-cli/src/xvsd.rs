@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Clients served at once on the control socket by default (`--max-clients`).
+pub const DEFAULT_MAX_CLIENTS: usize = 256;
+
 #[derive(Parser)]
 #[command(
     name = "xvsd",
@@ -40,9 +43,11 @@ pub struct Cli {
     /// Control socket, lock and saved state.
     #[arg(long, global = true, default_value = "/run/xvs")]
     pub state_dir: PathBuf,
-    /// Connection table entries.
-    #[arg(long, global = true, default_value_t = 1 << 20)]
-    pub conn_table_size: u32,
+    /// Connection table entries (CONNS and REPLIES each). Default: about 1 % of the node's
+    /// memory at ~170 bytes a connection, a power of two between 65,536 and 4,194,304 (1,048,576
+    /// on a 24 GiB node). A full table refuses new connections; it never evicts a live one.
+    #[arg(long, global = true)]
+    pub conn_table_size: Option<u32>,
     #[arg(long, global = true, default_value_t = 65_536)]
     pub max_services: u32,
     #[arg(long, global = true, default_value_t = 1 << 19)]
@@ -68,6 +73,24 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Members of GROUP (name or gid) may list the table through the control socket (xvsadm
+    /// -L, -S), not change it; the socket becomes group GROUP, mode 0660. Without it the
+    /// socket is root's only (0600); changes always need root or CAP_NET_ADMIN.
+    #[arg(long, value_name = "GROUP")]
+    pub list_group: Option<String>,
+    /// Largest request accepted on the control socket (e.g. 256M, 1G; a 50,000-service
+    /// restore with 10 destinations each is about 103M).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub max_request_size: usize,
+    /// Clients served at once on the control socket; beyond it, the one that has waited
+    /// longest on its peer is dropped.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+    /// How long a client may stay silent while it sends its request, or take over each MiB of
+    /// its answer, before it is dropped (e.g. 5s, 500ms); the whole request must come within
+    /// 12 times this.
+    #[arg(long, default_value = "5s", value_parser = parse_period)]
+    pub client_timeout: Duration,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (node_exporter's node_ipvs_*
     /// series and xvs's own xvs_*); off unless given.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -130,6 +153,21 @@ pub fn parse_period(s: &str) -> Result<Duration, String> {
         return Err("the sync period must be above zero".into());
     }
     Ok(d)
+}
+
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let bad = || format!("bad size {s:?} (e.g. 65536, 64K, 256M, 1G)");
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: usize = num.parse().map_err(|_| bad())?;
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift).filter(|&n| n > 0).ok_or_else(bad)
 }
 
 /// What xvsd's man page says after the options (roff).

@@ -40,6 +40,8 @@ pub mod map_names {
     pub const PATH_STATS: &str = "PATH_STATS";
     pub const SOCK_CONNS: &str = "SOCK_CONNS";
     pub const SOCK_REV: &str = "SOCK_REV";
+    pub const NEIGH_WANTED: &str = "NEIGH_WANTED";
+    pub const TC_BEHIND: &str = "TC_BEHIND";
 }
 
 /// Scheduler kinds the fast path walks. rr and wrr are both a precomputed period walked by
@@ -229,6 +231,16 @@ impl Default for Config {
     }
 }
 
+/// Key of NEIGH_WANTED: a next hop the XDP program found without a neighbour entry (XDP cannot
+/// have the kernel resolve one); the daemon makes it a managed neighbour.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct NeighKey {
+    pub ifindex: u32,
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+}
+
 /// Key of the socket-level balancer's maps: a socket (its cookie) and an endpoint. In
 /// SOCK_CONNS the endpoint is the VIP the socket asked for; in SOCK_REV the real server it was
 /// sent to (so replies and getpeername() can name the VIP again).
@@ -321,6 +333,10 @@ pub mod path {
     pub const SOCK_NO_DEST: u32 = 24;
     /// The socket table is full: the connection goes to the VIP unbalanced.
     pub const SOCK_TABLE_FULL: u32 = 25;
+    /// XDP: the packet's L4 checksum looks like a CHECKSUM_PARTIAL seed (a local sender's
+    /// packet on a virtual device); passed untouched to the tc program behind, which sees
+    /// the skb's checksum state and rewrites it correctly.
+    pub const PASS_CSUM_PARTIAL: u32 = 26;
     pub const N: u32 = 32;
 
     /// Every defined index with the name metrics and reports use for it (lower case,
@@ -428,6 +444,7 @@ mod pod {
     unsafe impl aya::Pod for ReplyValue {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for SockKey {}
+    unsafe impl aya::Pod for NeighKey {}
     unsafe impl aya::Pod for SockConnValue {}
 }
 

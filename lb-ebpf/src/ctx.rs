@@ -5,7 +5,8 @@
 use core::mem::size_of;
 
 use crate::csum;
-use crate::maps::TX_PORTS;
+use crate::maps::{TC_BEHIND, TX_PORTS};
+use crate::parse::Pkt;
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh},
@@ -61,6 +62,11 @@ pub trait PacketCtx {
     fn redirect_neigh(&self, ifindex: u32) -> u32;
     /// The hook's return code for a verdict.
     fn verdict(&self, v: Verdict) -> u32;
+    /// Whether this packet is better left to the tc program behind this one (XDP only: its
+    /// checksum may be a CHECKSUM_PARTIAL seed, which XDP cannot tell from a full checksum).
+    fn defer_to_tc(&self, _p: &Pkt) -> bool {
+        false
+    }
 }
 
 #[inline(always)]
@@ -178,6 +184,25 @@ impl PacketCtx for Xdp<'_> {
             Verdict::Pass => xdp_action::XDP_PASS,
             Verdict::Drop => xdp_action::XDP_DROP,
         }
+    }
+    /// A partial checksum holds exactly the folded pseudo-header sum; a full one equals it
+    /// only by a 1-in-65,536 chance, and then tc (which knows) rewrites it correctly anyway.
+    /// Only where userspace put tc behind XDP (virtual devices), so NIC traffic never pays
+    /// for the lookup unless the sums match.
+    #[inline(always)]
+    fn defer_to_tc(&self, p: &Pkt) -> bool {
+        let Some(c) = at::<Self, u16>(self, p.l4_csum_off()) else {
+            return false;
+        };
+        let field = unsafe { c.read_unaligned() };
+        let l4_len = p.ip_len - (p.l4_off - p.l3_off) as u32;
+        let sum = (p.saddr & 0xffff)
+            + (p.saddr >> 16)
+            + (p.daddr & 0xffff)
+            + (p.daddr >> 16)
+            + ((p.proto as u16).to_be() as u32)
+            + ((l4_len as u16).to_be() as u32);
+        field == csum::fold(sum) && unsafe { TC_BEHIND.get(&self.ifindex()) }.is_some()
     }
 }
 

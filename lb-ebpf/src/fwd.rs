@@ -1,10 +1,11 @@
 //! Forwarding a rewritten packet: the next hop from the FIB, then a redirect out of the
 //! egress interface where the hook allows it; otherwise up the stack, which routes it.
 use aya_ebpf::bindings::bpf_fib_lookup as FibParams;
-use lb_common::{path, Config, CFG_F_FIB_REDIRECT};
+use lb_common::{path, Config, NeighKey, CFG_F_FIB_REDIRECT};
 
 use crate::csum;
 use crate::ctx::{at, PacketCtx, Verdict, FIB_NO_NEIGH, FIB_SUCCESS};
+use crate::maps::NEIGH_WANTED;
 use crate::parse::{EthHdr, Ipv4Hdr, Pkt};
 
 /// What forwarding did (counted once by the caller) and the hook's return code.
@@ -51,6 +52,15 @@ pub fn forward<C: PacketCtx>(ctx: &mut C, p: &Pkt, cfg: &Config) -> Tx {
         // No neighbour entry yet: tc lets the kernel resolve it (a reply never depends on an
         // entry nothing resolves); XDP cannot, and leaves the packet to the stack.
         if !ctx.can_redirect_neigh() {
+            // XDP: ask the daemon to have it resolved (NEIGH_WANTED), so the next packet
+            // finds it; this one goes to the stack.
+            let key = NeighKey {
+                ifindex,
+                addr: unsafe { params.__bindgen_anon_4.ipv4_dst },
+            };
+            if unsafe { NEIGH_WANTED.get(&key) }.is_none() {
+                let _ = NEIGH_WANTED.insert(&key, &crate::ct::now(), 0);
+            }
             return pass(ctx);
         }
         decrement_ttl(ip);

@@ -59,6 +59,10 @@ pub fn run<C: PacketCtx, E: EbpfContext>(ctx: &mut C, log: &E) -> u32 {
             return ctx.verdict(Verdict::Pass);
         }
     };
+    if ctx.defer_to_tc(&p) {
+        count(path::PASS_CSUM_PARTIAL);
+        return ctx.verdict(Verdict::Pass);
+    }
     let Some(cfg) = CONFIG.get(0) else {
         return ctx.verdict(Verdict::Pass);
     };

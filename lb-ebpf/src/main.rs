@@ -1,9 +1,15 @@
 //! xvs fast path: IPVS-semantics NAT load balancing at XDP and tc. Both entry points are
 //! thin: they wrap their context and run the one balancer in `lb`.
-#![no_std]
-#![no_main]
-#![feature(core_intrinsics)]
-#![allow(internal_features)]
+//!
+//! The crate is a workspace member so rustfmt and clippy cover it: on the host it compiles as
+//! a plain binary (std, an empty main), on bpfel-unknown-none as the BPF object.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+// Map keys and values are passed by reference on purpose: each lives once on the BPF stack
+// (aya-ebpf's maps take `impl Borrow<K>`, which a by-value argument would copy).
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod csum;
 mod ct;
@@ -86,8 +92,12 @@ pub fn xvs_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-#[cfg(not(test))]
+#[cfg(all(target_arch = "bpf", not(test)))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+/// On the host (rustfmt, clippy) the crate is a plain binary that does nothing.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -2,11 +2,11 @@
 //! max_entries from its configuration before loading.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Config, ConnValue, DestStats, DestValue, FlowKey, L4Addr, ReplyValue, SchedSlot, SockConnValue,
-    SockKey, SvcValue,
+    Config, ConnValue, DestStats, DestValue, FlowKey, L4Addr, NeighKey, ReplyValue, SchedSlot,
+    SockConnValue, SockKey, SvcValue,
 };
 
 /// VIP:port/proto -> how to schedule new connections.
@@ -69,3 +69,12 @@ pub static SOCK_CONNS: HashMap<SockKey, SockConnValue> = HashMap::with_max_entri
 /// (socket, real server) -> the VIP it stands for: replies' sources and getpeername().
 #[map(name = "SOCK_REV")]
 pub static SOCK_REV: HashMap<SockKey, L4Addr> = HashMap::with_max_entries(1024, 0);
+
+/// Next hops XDP found without a neighbour entry, for the daemon to resolve (value: when).
+#[map(name = "NEIGH_WANTED")]
+pub static NEIGH_WANTED: LruHashMap<NeighKey, u64> = LruHashMap::with_max_entries(256, 0);
+
+/// Interfaces where the tc program runs behind the XDP one (ifindex -> 1): XDP leaves them
+/// packets whose checksum may be a CHECKSUM_PARTIAL seed, which only tc can rewrite right.
+#[map(name = "TC_BEHIND")]
+pub static TC_BEHIND: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);

@@ -1,7 +1,5 @@
 //! Scheduling a new connection: one read of the service's precomputed table (userspace
 //! computes the kernel's rr/wrr sequence and sh buckets; see lb-user/src/sched).
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
-
 use lb_common::{DestValue, SvcValue, NO_DEST, SCHED_SH, SVC_F_SH_PORT};
 
 use crate::maps::{DESTS, SCHED_SLOTS};
@@ -22,7 +20,7 @@ pub fn pick(svc: &mut SvcValue, saddr: u32, sport: u16) -> Option<(u32, &'static
         // Counted even when the table is empty: a refused wrr pick moves the kernel's state,
         // and userspace replays the count. SeqCst: LLVM 22 miscompiles a Relaxed fetch-add on
         // BPF (see toolchain notes).
-        let n = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&mut svc.cursor, 1) };
+        let n = fetch_add(&mut svc.cursor);
         if len == 0 {
             0
         } else {
@@ -38,4 +36,21 @@ pub fn pick(svc: &mut SvcValue, saddr: u32, sport: u16) -> Option<(u32, &'static
         return None;
     }
     DESTS.get(dest_id).map(|d| (dest_id, d))
+}
+
+/// Atomically adds one to `v` and returns the previous value. SeqCst: LLVM 22 miscompiles a
+/// Relaxed fetch-add on BPF (see toolchain notes), and AtomicU64 has no fetch_add there.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn fetch_add(v: &mut u64) -> u64 {
+    use core::intrinsics::{atomic_xadd, AtomicOrdering};
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(v, 1) }
+}
+
+/// The host build exists for clippy and rustfmt only; nothing runs it.
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+fn fetch_add(v: &mut u64) -> u64 {
+    *v += 1;
+    *v - 1
 }

@@ -177,7 +177,11 @@ pub fn sockops(ctx: &SockOpsContext) {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
     // remote_port is in network order, in the upper half of the word on little-endian hosts.
     let rp = ctx.remote_port();
-    let rport = if rp > 0xffff { (rp >> 16) as u16 } else { rp as u16 };
+    let rport = if rp > 0xffff {
+        (rp >> 16) as u16
+    } else {
+        rp as u16
+    };
     let rev = SockKey {
         cookie,
         addr: ctx.remote_ip4(),

@@ -33,6 +33,10 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct DaemonDirs {
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// --conn-table-size (small: tests run in parallel).
+    pub conn_table_size: u32,
+    /// --max-dests (4,096 unless a test needs the daemon's default room).
+    pub max_dests: u32,
 }
 
 impl DaemonDirs {
@@ -41,6 +45,8 @@ impl DaemonDirs {
         DaemonDirs {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/xvs-t-{id}")),
             state_dir: std::env::temp_dir().join(format!("xvs-t-{id}")),
+            conn_table_size: 16384,
+            max_dests: 4096,
         }
     }
 
@@ -55,11 +61,11 @@ impl DaemonDirs {
             "--state-dir".into(),
             self.state_dir.display().to_string(),
             "--conn-table-size".into(),
-            "16384".into(),
+            self.conn_table_size.to_string(),
             "--max-services".into(),
             "1024".into(),
             "--max-dests".into(),
-            "4096".into(),
+            self.max_dests.to_string(),
             "--sched-slots".into(),
             "65536".into(),
         ]
@@ -108,16 +114,28 @@ impl Daemon {
 
     /// Like `start`, with the daemon's log (stderr) sent to `log`.
     pub fn start_with(ns: &Netns, dirs: &DaemonDirs, extra: &[&str], log: Stdio) -> Daemon {
+        Self::start_cmd(ns, dirs, extra, log, |_| {})
+    }
+
+    /// Like `start_with`, with the command adjusted by `setup` first (a umask or a resource
+    /// limit in pre_exec, say). The daemon keeps the child's pid (nsenter execs it).
+    pub fn start_cmd(
+        ns: &Netns,
+        dirs: &DaemonDirs,
+        extra: &[&str],
+        log: Stdio,
+        setup: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let _ = std::fs::remove_file(dirs.socket());
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", ns.name))
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", ns.name))
             .arg(bin("xvsd"))
             .args(dirs.args())
             .args(extra)
             .stdin(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn xvsd");
+            .stderr(log);
+        setup(&mut cmd);
+        let child = cmd.spawn().expect("spawn xvsd");
         let mut d = Daemon {
             child: Some(child),
             dirs: dirs.clone(),
@@ -156,6 +174,11 @@ impl Daemon {
         assert!(st.success(), "xvsd stopped with {st}");
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.child.as_ref().unwrap().id() as i32, sig) };
     }
@@ -178,4 +201,14 @@ impl Drop for Teardown {
         let _ = self.0.try_teardown();
         let _ = std::fs::remove_dir_all(&self.0.state_dir);
     }
+}
+
+/// A fast-path verdict counter (lb_common::path::*) of the daemon's pinned PATH_STATS map,
+/// summed over CPUs.
+pub fn path_stat(dirs: &DaemonDirs, index: u32) -> u64 {
+    let data = aya::maps::MapData::from_pin(dirs.pin_dir.join(lb_common::map_names::PATH_STATS))
+        .expect("pinned PATH_STATS");
+    let m: aya::maps::PerCpuArray<_, u64> =
+        aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).unwrap();
+    m.get(&index, 0).unwrap().iter().sum()
 }

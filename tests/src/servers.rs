@@ -281,3 +281,43 @@ pub fn tcp_csum_errors(ns: &Netns) -> u64 {
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Sends `count` TCP SYNs to `dst` from `ns` through a raw socket, from spoofed sources
+/// 10.10.<hi>.<lo> (addresses inside the test's client subnet that no host has, so their
+/// SYN-ACKs go nowhere and the connections stay half-open, as in a real flood) and varying
+/// ports. Returns how many were sent.
+pub fn syn_flood(ns: &Netns, dst: SocketAddrV4, count: u32) -> u32 {
+    use crate::packet::{Pkt, SYN};
+    let fd = ns.enter(|| unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) });
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    let mut sent = 0;
+    for i in 0..count {
+        let src = format!("10.10.0.{}", 100 + (i % 100));
+        let sport = 1024 + (i / 100) as u16;
+        let frame = Pkt::tcp((&src, sport), (&dst.ip().to_string(), dst.port()), SYN).build();
+        let ip = &frame[14..];
+        let to = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*dst.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                ip.as_ptr() as *const libc::c_void,
+                ip.len(),
+                0,
+                &to as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if n > 0 {
+            sent += 1;
+        }
+    }
+    unsafe { libc::close(fd) };
+    sent
+}

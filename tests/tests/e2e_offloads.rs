@@ -17,8 +17,9 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 const MIB: u64 = 1 << 20;
 
 /// Uploads and downloads 4 MiB through VIP:5201 -> 10.11.1.2:5202 at `mode`, the senders'
-/// offloads on or off; every byte arrives and no receiver saw a bad checksum.
-fn bulk_with_port_mapping(tag: &str, mode: AttachMode, offloads: bool) {
+/// offloads on or off; every byte arrives and no receiver saw a bad checksum. `tc_behind`:
+/// XDP with the tc program behind it (what xvsd does on virtual devices).
+fn bulk_with_port_mapping(tag: &str, mode: AttachMode, offloads: bool, tc_behind: bool) {
     let topo = Topology::with_offloads(tag, 1, offloads);
     for dev in topo.lb_ifaces() {
         topo.lb.exec("ethtool", &["-K", &dev, "tx", "off"]);
@@ -28,6 +29,9 @@ fn bulk_with_port_mapping(tag: &str, mode: AttachMode, offloads: bool) {
     topo.lb.enter(|| {
         for i in topo.lb_ifaces() {
             lb.fp.attach(&i, mode, native).expect("attach");
+            if tc_behind {
+                lb.fp.attach_tc_behind(&i).expect("tc behind");
+            }
         }
     });
     if native {
@@ -64,26 +68,43 @@ fn bulk_with_port_mapping(tag: &str, mode: AttachMode, offloads: bool) {
         "{mode:?} offloads {offloads}: segments with bad checksums reached the client"
     );
     assert!(lb.path(lb_common::path::FWD_NEW) >= 1);
+    if tc_behind && offloads {
+        assert!(
+            lb.path(lb_common::path::PASS_CSUM_PARTIAL) > 0,
+            "{mode:?}: XDP left the partial checksums to tc"
+        );
+    }
 }
 
 #[test]
 fn tc_keeps_partial_checksums_right_with_port_mapping() {
-    bulk_with_port_mapping("ckt", AttachMode::Tc, true);
+    bulk_with_port_mapping("ckt", AttachMode::Tc, true, false);
 }
 
 #[test]
 fn tc_with_offloads_off() {
-    bulk_with_port_mapping("cko", AttachMode::Tc, false);
+    bulk_with_port_mapping("cko", AttachMode::Tc, false, false);
 }
 
-/// XDP cannot see ip_summed: it is tested with full checksums on the wire, as NICs deliver
-/// them (the README says why veth defaults to tc).
+/// XDP with full checksums on the wire, as NICs deliver them.
 #[test]
 fn xdp_native_with_full_checksums() {
-    bulk_with_port_mapping("ckn", AttachMode::Native, false);
+    bulk_with_port_mapping("ckn", AttachMode::Native, false, false);
 }
 
 #[test]
 fn xdp_generic_with_full_checksums() {
-    bulk_with_port_mapping("ckg", AttachMode::Generic, false);
+    bulk_with_port_mapping("ckg", AttachMode::Generic, false, false);
+}
+
+/// XDP cannot see ip_summed: on a virtual device the daemon puts tc behind it, and XDP leaves
+/// tc every packet whose checksum field is the pseudo-header seed.
+#[test]
+fn xdp_native_with_tc_behind_keeps_partial_checksums_right() {
+    bulk_with_port_mapping("ckN", AttachMode::Native, true, true);
+}
+
+#[test]
+fn xdp_generic_with_tc_behind_keeps_partial_checksums_right() {
+    bulk_with_port_mapping("ckG", AttachMode::Generic, true, true);
 }

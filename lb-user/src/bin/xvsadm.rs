@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use lb_user::ctl::{NumberedOp, Request, Response, DEFAULT_SOCKET};
 use lb_user::daemon::server::request;
 use lb_user::ipvsadm::{
-    format_list, format_save, parse_args, parse_restore, usage_text, version_text, xvs_banner,
-    Command,
+    format_list, format_save, parse_args, parse_restore, restore_text, usage_text, version_text,
+    xvs_banner, Command,
 };
 use lb_user::snapshot::Snapshot;
 
@@ -52,11 +52,11 @@ fn main() {
             call(Request::Apply(ops));
         }
         Command::Restore => {
-            let mut text = String::new();
-            if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+            let mut bytes = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
                 fail(&format!("reading the rules from stdin: {e}"), 1);
             }
-            match parse_restore(&text) {
+            match restore_text(&bytes).and_then(parse_restore) {
                 Ok(ops) => {
                     call(Request::Apply(ops));
                 }

@@ -43,6 +43,13 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// A rules file into a table; invalid UTF-8 is refused naming the line and byte.
+fn read_rules(path: &Path) -> Result<Table, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let text = lb_user::ipvsadm::restore_text(&bytes).map_err(|e| e.to_string())?;
+    rules::parse(text)
+}
+
 fn engine_file(state_dir: &Path) -> PathBuf {
     state_dir.join("engine.json")
 }
@@ -111,19 +118,21 @@ fn run(cli: Cli) -> Result<(), String> {
             .map(|spec| iface_and_mode(spec, cli.mode).map(|(p, m)| (p.to_string(), fixed(m))))
             .collect::<Result<Vec<_>, _>>()?,
     )?;
+    if let Some(g) = &cli.list_group {
+        server::lookup_group(g)?;
+    }
     let _lock = checks::lock(&cli.state_dir)?;
     let desired = match &cli.rules {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            Some(rules::parse(&text).map_err(|e| format!("{}: {e}", p.display()))?)
-        }
+        Some(p) => Some(read_rules(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
     };
     let config = FastPathConfig {
         max_services: cli.max_services,
         max_dests: cli.max_dests,
         sched_slots: cli.sched_slots,
-        conn_table_size: cli.conn_table_size,
+        conn_table_size: cli
+            .conn_table_size
+            .unwrap_or_else(lb_user::fastpath::conns::default_table_size),
         pin_dir: Some(cli.pin_dir.clone()),
         bpf_log: cli.bpf_log,
         ..Default::default()
@@ -266,21 +275,65 @@ fn run(cli: Cli) -> Result<(), String> {
     rt.block_on(serve(cli, node))
 }
 
+/// Every 50 ms, makes the next hops XDP found unresolved managed neighbours (see daemon::neigh).
+async fn resolve_wanted_neighbours(node: Arc<Mutex<Node>>) {
+    let mut t = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        t.tick().await;
+        let wanted = node
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fast_path()
+            .take_wanted_neighbours();
+        for (ifindex, addr) in wanted.unwrap_or_default() {
+            match lb_user::daemon::neigh::resolve_managed(ifindex, addr) {
+                Ok(()) => tracing::debug!(ifindex, %addr, "resolving a next hop for XDP"),
+                Err(e) => tracing::warn!(ifindex, %addr, "cannot resolve a next hop: {e}"),
+            }
+        }
+    }
+}
+
 async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
     let sock = cli
         .state_dir
         .join(Path::new(DEFAULT_SOCKET).file_name().unwrap());
-    let listener = server::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    // Signals are caught before the socket appears: whoever waits for the socket (systemd,
+    // scripts, the tests) may stop the daemon as soon as it does.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let list_group = match &cli.list_group {
+        Some(g) => Some((g.clone(), server::lookup_group(g)?)),
+        None => None,
+    };
+    // Metrics before the control socket: whoever waits for the socket finds them served.
     if let Some(addr) = cli.metrics_listen {
         lb_user::metrics::serve(addr, node.clone())?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
-    tracing::info!(socket = %sock.display(), "serving xvsadm");
-    tokio::spawn(server::serve(listener, node.clone()));
+    let listener = server::bind(&sock, list_group.as_ref().map(|g| g.1))
+        .map_err(|e| format!("{}: {e}", sock.display()))?;
+    tracing::info!(
+        socket = %sock.display(),
+        list_group = list_group.as_ref().map(|g| g.0.as_str()).unwrap_or("none"),
+        "serving xvsadm"
+    );
+    let cfg = server::ServerConfig {
+        max_request: cli.max_request_size,
+        max_clients: cli.max_clients,
+        client_timeout: cli.client_timeout,
+        list_group,
+    };
+    tokio::spawn(server::serve(listener, node.clone(), cfg));
     let ticker = node.clone();
     tokio::spawn(async move {
         let mut t = tokio::time::interval(estimator::TICK);
         let mut n = 0u64;
+        let mut pressure = false;
+        // Refusals counted so far (the pinned counters outlive restarts: the first reading is
+        // the baseline).
+        let mut refused: Option<u64> = None;
         loop {
             t.tick().await;
             // The counters are read without the lock (at 50,000 services that read is the
@@ -300,22 +353,48 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
                 node.tick_with(all);
             }
             n += 1;
-            // Expired connections are reclaimed every 10 s (the LRU also evicts under pressure).
-            if n.is_multiple_of(5) {
-                if let Ok(k) = node.fast_path().reclaim_expired() {
-                    if k > 0 {
-                        tracing::debug!(reclaimed = k, "expired connections");
+            // Expired connections are reclaimed every 10 s; with the table near full, every
+            // tick, half-open ones included (a full table refuses new connections meanwhile; it
+            // never evicts a live one).
+            if pressure || n.is_multiple_of(5) {
+                let capacity = node.fast_path().config().conn_table_size as usize;
+                match node.fast_path().reclaim(pressure) {
+                    Ok(r) => {
+                        if r.expired > 0 || r.half_open > 0 {
+                            tracing::debug!(
+                                expired = r.expired,
+                                half_open = r.half_open,
+                                entries = r.entries,
+                                "reclaimed connections"
+                            );
+                        }
+                        pressure = r.entries * 8 > capacity * 7;
                     }
+                    Err(e) => tracing::warn!("reclaiming connections: {e}"),
+                }
+            }
+            // New connections refused for a full table: one log line per 10 s at most.
+            if n.is_multiple_of(5) {
+                if let Ok(p) = node.fast_path().path_stats() {
+                    let full = p[lb_common::path::DROP_TABLE_FULL as usize];
+                    let before = refused.unwrap_or(full);
+                    if full > before {
+                        tracing::warn!(
+                            refused = full - before,
+                            capacity = node.fast_path().config().conn_table_size,
+                            "connection table full: new connections refused (established ones \
+                             keep flowing); raise --conn-table-size"
+                        );
+                    }
+                    refused = Some(full);
                 }
             }
         }
     });
+    tokio::spawn(resolve_wanted_neighbours(node.clone()));
     if cli.bpf_log {
         tokio::spawn(drain_bpf_log(node.clone()));
     }
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     if cli.mirror_ipvs {
         let syncer = node.clone();
         let period = cli.sync_period;
@@ -389,9 +468,7 @@ fn reload(cli: &Cli, node: &Mutex<Node>) {
         tracing::warn!("SIGHUP: no --rules file to reload");
         return;
     };
-    let parsed = std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| rules::parse(&t));
+    let parsed = read_rules(path);
     let mut node = node.lock().unwrap_or_else(|p| p.into_inner());
     match parsed.and_then(|t| node.reload(&t)) {
         Ok(n) => tracing::info!(changes = n, file = %path.display(), "rules reloaded"),

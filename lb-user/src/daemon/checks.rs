@@ -100,16 +100,31 @@ pub struct NodeLock {
 }
 
 pub fn lock(state_dir: &Path) -> Result<NodeLock, String> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    // 0755 whatever the umask (the control socket in it has its own mode; a directory
+    // others could write to would let them replace it).
+    if !state_dir.exists() {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(state_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o755))
+            })
+            .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    }
     let path = state_dir.join("xvsd.lock");
+    // Root's only: anyone who can open the lock can flock it and keep xvsd from starting.
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let pid = std::fs::read_to_string(&path).unwrap_or_default();
         return Err(format!(

@@ -40,8 +40,10 @@ pub fn attach_iface(
         .unwrap_or_else(|| AttachMode::default_for(checks::is_virtual(iface)));
     let redirect =
         opts.redirect_virtual || !checks::is_virtual(iface) || mode == AttachMode::Generic;
+    // XDP on a virtual device gets tc behind it, for local senders' partial checksums.
+    let tc_behind = mode != AttachMode::Tc && checks::is_virtual(iface);
     let mut replaced_stale = false;
-    let attached = match fp.attach_persistent(iface, mode, redirect) {
+    let attached = match fp.attach_persistent(iface, mode, redirect, tc_behind) {
         Ok(a) => a,
         Err(e) => {
             // A pin whose link cannot take the program belongs to a device that is gone (its
@@ -56,7 +58,7 @@ pub fn attach_iface(
             }
             fp.detach_persistent(iface, None)?;
             replaced_stale = true;
-            fp.attach_persistent(iface, mode, redirect)?
+            fp.attach_persistent(iface, mode, redirect, tc_behind)?
         }
     };
     let redirect = redirect || attached.mode == AttachMode::Generic;

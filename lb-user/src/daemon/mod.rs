@@ -10,6 +10,7 @@ pub mod estimator;
 pub mod ifaces;
 pub mod ifwatch;
 pub mod kernel;
+pub mod neigh;
 pub mod rules;
 pub mod server;
 

@@ -78,8 +78,17 @@ impl RegionAlloc {
     }
 }
 
-/// Destination ids. Freed ids are reused last-in-line (FIFO), so an id rests as long as possible
-/// before it names another destination; its generation is bumped on reuse anyway.
+/// Freed ids left to rest before reuse. Once this many rest, the one freed first is handed out
+/// again rather than a new one: the highest id (and everything sized by it: the counter
+/// reading of every estimator tick, the daemon's estimators, the generations) then stays
+/// within this many of the most ids ever in use at once, however many were created and
+/// deleted. Handing out new ids until the limit instead made the daemon's memory and its
+/// every-2-s reading grow with each destination ever created, up to --max-dests (~80 MB).
+pub const REST_IDS: usize = 4096;
+
+/// Destination ids. Freed ids are reused last-in-line (FIFO) once REST_IDS of them rest, so an
+/// id rests through thousands of others' deletions before it names another destination; its
+/// generation is bumped on reuse anyway.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IdAlloc {
     next: u32,
@@ -97,11 +106,16 @@ impl IdAlloc {
     }
 
     pub fn alloc(&mut self) -> Option<u32> {
+        if self.free.len() >= REST_IDS || self.next >= self.max {
+            if let Some(id) = self.free.pop_front() {
+                return Some(id);
+            }
+        }
         if self.next < self.max {
             self.next += 1;
             return Some(self.next - 1);
         }
-        self.free.pop_front()
+        None
     }
 
     pub fn free(&mut self, id: u32) {
@@ -171,6 +185,36 @@ mod tests {
         assert!(!a.reserve(12, 5));
         assert_eq!(a.alloc(10), Some(0));
         assert_eq!(a.alloc(10), Some(15));
+    }
+
+    /// Creating and deleting destinations for ever keeps the ids (and so everything sized by
+    /// the highest) within REST_IDS of the most in use at once.
+    #[test]
+    fn churn_keeps_the_highest_id_bounded() {
+        let mut ids = IdAlloc::new(1 << 19);
+        let live: Vec<u32> = (0..100).map(|_| ids.alloc().unwrap()).collect();
+        for _ in 0..100_000 {
+            let a = ids.alloc().unwrap();
+            let b = ids.alloc().unwrap();
+            ids.free(a);
+            ids.free(b);
+        }
+        assert_eq!(ids.in_use(), live.len() as u32);
+        assert!(
+            ids.high_water() as usize <= live.len() + REST_IDS + 2,
+            "{}",
+            ids.high_water()
+        );
+        // Freed ids rest: the next one handed out is the one freed longest ago.
+        let first_freed = 100;
+        let mut fresh = IdAlloc::new(1 << 19);
+        for _ in 0..REST_IDS + 100 {
+            fresh.alloc();
+        }
+        for id in 100..100 + REST_IDS as u32 {
+            fresh.free(id);
+        }
+        assert_eq!(fresh.alloc(), Some(first_freed));
     }
 
     #[test]

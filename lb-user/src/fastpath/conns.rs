@@ -13,6 +13,41 @@ use lb_common::{
 
 use super::{engine, FastPath, FastPathError};
 
+/// Bytes one connection takes in the maps: a CONNS entry (16-byte key, 24-byte value) and a
+/// REPLIES entry (16 + 8), each with the kernel's hash-element overhead (~48 bytes) and
+/// rounding (measured in BENCHMARKS.md section 3: 192 B per connection with both LRU maps).
+pub const BYTES_PER_CONN: u64 = 170;
+
+/// The default connection-table size: about 1 % of the node's memory, a power of two
+/// between 2^16 and 2^22.
+pub fn default_table_size() -> u32 {
+    let mem = unsafe {
+        libc::sysconf(libc::_SC_PHYS_PAGES) as u64 * libc::sysconf(libc::_SC_PAGESIZE) as u64
+    };
+    table_size_for_memory(mem)
+}
+
+pub fn table_size_for_memory(mem_bytes: u64) -> u32 {
+    let want = (mem_bytes / 100 / BYTES_PER_CONN).clamp(1 << 16, 1 << 22);
+    // The largest power of two not above it.
+    1u32 << (63 - want.leading_zeros())
+}
+
+/// What one reclaim pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// Expired connections removed (both halves).
+    pub expired: usize,
+    /// Half-open connections (SYN_RECV, idle over a second) removed because the table was
+    /// near full: the kernel's drop_entry defence against SYN floods.
+    pub half_open: usize,
+    /// Fast-path connections left in CONNS.
+    pub entries: usize,
+}
+
+/// Half-open connections older than this are dropped when the table is near full.
+const HALF_OPEN_GRACE_NS: u64 = 1_000_000_000;
+
 /// One connection of the fast path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnEntry {
@@ -85,55 +120,43 @@ impl FastPath {
         let conns: HashMap<&MapData, FlowKey, ConnValue> =
             engine::typed_ref(self.ebpf(), names::CONNS)?;
         let dests: Array<&MapData, DestValue> = engine::typed_ref(self.ebpf(), names::DESTS)?;
-        let mut out = Vec::new();
-        for item in conns.iter() {
-            let Ok((k, v)) = item else { continue };
-            // Flows left to kernel IPVS are listed by kernel IPVS.
-            if v.flags & lb_common::CONN_F_KERNEL != 0 {
-                continue;
-            }
-            let Some(left) = remaining(&timeouts, &v, now) else {
-                continue;
-            };
-            let dest_live = dests
+        let dest_live = |v: &ConnValue| {
+            dests
                 .get(&v.dest_id, 0)
                 .map(|d| d.gen == v.dest_gen && d.flags & lb_common::DEST_F_LIVE != 0)
-                .unwrap_or(false);
-            out.push(ConnEntry {
-                proto: k.proto,
-                client: (ip(k.saddr), u16::from_be(k.sport)),
-                vip: (ip(k.daddr), u16::from_be(k.dport)),
+                .unwrap_or(false)
+        };
+        // (proto, client, vip, connection) of every table, listed alike.
+        let entry = |proto: u8, client: (u32, u16), vip: (u32, u16), v: &ConnValue| {
+            Some(ConnEntry {
+                proto,
+                client: (ip(client.0), u16::from_be(client.1)),
+                vip: (ip(vip.0), u16::from_be(vip.1)),
                 dest: (ip(v.rip), u16::from_be(v.rport)),
                 dest_id: v.dest_id,
                 state: v.state,
-                expires_in: left,
-                dest_live,
-            });
-        }
+                expires_in: remaining(&timeouts, v, now)?,
+                dest_live: dest_live(v),
+            })
+        };
+        let mut out: Vec<ConnEntry> = conns
+            .iter()
+            .filter_map(|r| r.ok())
+            // Flows left to kernel IPVS are listed by kernel IPVS.
+            .filter(|(_, v)| v.flags & lb_common::CONN_F_KERNEL == 0)
+            .filter_map(|(k, v)| entry(k.proto, (k.saddr, k.sport), (k.daddr, k.dport), &v))
+            .collect();
         // The node's own connections, balanced at the socket, are connections like the others.
         let socks: HashMap<&MapData, SockKey, SockConnValue> =
             engine::typed_ref(self.ebpf(), names::SOCK_CONNS)?;
-        for item in socks.iter() {
-            let Ok((k, s)) = item else { continue };
-            let v = s.conn;
-            let Some(left) = remaining(&timeouts, &v, now) else {
-                continue;
-            };
-            let dest_live = dests
-                .get(&v.dest_id, 0)
-                .map(|d| d.gen == v.dest_gen && d.flags & lb_common::DEST_F_LIVE != 0)
-                .unwrap_or(false);
-            out.push(ConnEntry {
-                proto: k.proto,
-                client: (ip(s.client_addr), u16::from_be(s.client_port)),
-                vip: (ip(k.addr), u16::from_be(k.port)),
-                dest: (ip(v.rip), u16::from_be(v.rport)),
-                dest_id: v.dest_id,
-                state: v.state,
-                expires_in: left,
-                dest_live,
-            });
-        }
+        out.extend(socks.iter().filter_map(|r| r.ok()).filter_map(|(k, s)| {
+            entry(
+                k.proto,
+                (s.client_addr, s.client_port),
+                (k.addr, k.port),
+                &s.conn,
+            )
+        }));
         Ok(out)
     }
 
@@ -202,15 +225,35 @@ impl FastPath {
 
     /// Deletes expired connections (and their reply entries); returns how many went.
     pub fn reclaim_expired(&mut self) -> Result<usize, FastPathError> {
+        Ok(self.reclaim(false)?.expired)
+    }
+
+    /// Deletes expired connections (and their reply entries), and with `pressure` also
+    /// half-open ones (SYN_RECV, idle over a second), as the kernel's drop_entry does under a
+    /// SYN flood: an established connection is never removed before it expires.
+    pub fn reclaim(&mut self, pressure: bool) -> Result<Reclaimed, FastPathError> {
         let timeouts = self.timeouts_ns()?;
         let now = now_ns();
+        let mut entries = 0usize;
+        let mut half_open = 0usize;
         let dead: Vec<(FlowKey, ConnValue)> = {
             let conns: HashMap<&MapData, FlowKey, ConnValue> =
                 engine::typed_ref(self.ebpf(), names::CONNS)?;
             conns
                 .iter()
                 .filter_map(|r| r.ok())
-                .filter(|(_, v)| remaining(&timeouts, v, now).is_none())
+                .filter(|(_, v)| {
+                    entries += 1;
+                    if remaining(&timeouts, v, now).is_none() {
+                        return true;
+                    }
+                    let drop = pressure
+                        && v.flags & lb_common::CONN_F_KERNEL == 0
+                        && v.state == tcp_state::SYN_RECV
+                        && now.saturating_sub(v.last_seen_ns) > HALF_OPEN_GRACE_NS;
+                    half_open += drop as usize;
+                    drop
+                })
                 .collect()
         };
         {
@@ -224,6 +267,7 @@ impl FastPath {
             let mut replies: HashMap<&mut MapData, FlowKey, lb_common::ReplyValue> =
                 engine::typed(self.ebpf_mut(), names::REPLIES)?;
             for (k, v) in &dead {
+                // A reply entry belongs to this connection only if it still points back at it.
                 let rk = FlowKey {
                     saddr: v.rip,
                     daddr: k.saddr,
@@ -235,7 +279,12 @@ impl FastPath {
                 let _ = replies.remove(&rk);
             }
         }
-        Ok(dead.len() + self.reclaim_expired_sockets(&timeouts, now)?)
+        let sockets = self.reclaim_expired_sockets(&timeouts, now)?;
+        Ok(Reclaimed {
+            expired: dead.len() - half_open + sockets,
+            half_open,
+            entries: entries - dead.len(),
+        })
     }
 
     /// Deletes the node's own expired socket-level connections with their reverse entries.
@@ -273,5 +322,20 @@ impl FastPath {
             let _ = rev.remove(&rk);
         }
         Ok(dead.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_table_follows_memory_in_powers_of_two() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(table_size_for_memory(24 * GIB), 1 << 20);
+        assert_eq!(table_size_for_memory(2 * GIB), 1 << 16);
+        assert_eq!(table_size_for_memory(8 * GIB), 1 << 18);
+        assert_eq!(table_size_for_memory(GIB / 4), 1 << 16);
+        assert_eq!(table_size_for_memory(1024 * GIB), 1 << 22);
     }
 }

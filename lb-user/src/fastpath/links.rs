@@ -31,29 +31,78 @@ pub fn link_pin(pin_dir: &Path, iface: &str, mode: AttachMode) -> PathBuf {
 impl FastPath {
     /// Attaches to `iface` at the hook `mode` names with a pinned link under the pin
     /// directory, or takes over the link a previous daemon pinned there. `mode` Native falls
-    /// back to Generic when the driver refuses. A link the previous daemon pinned at the other
-    /// hook (the operator changed the interface's hook) is removed once the new one is in place.
+    /// back to Generic when the driver refuses. With `tc_behind` (for XDP on a virtual device)
+    /// the tc program is attached too, behind XDP: XDP leaves it the packets whose checksum
+    /// may be a CHECKSUM_PARTIAL seed (see README). A link the previous daemon pinned at a
+    /// hook no longer wanted (the operator changed the interface's hook) is removed once the
+    /// new one is in place.
     pub fn attach_persistent(
         &mut self,
         iface: &str,
         mode: AttachMode,
         redirect_ok: bool,
+        tc_behind: bool,
     ) -> Result<Attached, FastPathError> {
         let pin_dir =
             self.config().pin_dir.clone().ok_or_else(|| {
                 FastPathError::Load("persistent attach needs a pin directory".into())
             })?;
         let ifidx = ifindex(iface)?;
-        let pin = link_pin(&pin_dir, iface, mode);
-        let other = link_pin(
-            &pin_dir,
-            iface,
-            if mode == AttachMode::Tc {
-                AttachMode::Native
-            } else {
-                AttachMode::Tc
-            },
-        );
+        let outcome = self.attach_pinned(&pin_dir, iface, mode)?;
+        let behind = mode != AttachMode::Tc && tc_behind;
+        if behind {
+            self.attach_pinned(&pin_dir, iface, AttachMode::Tc)?;
+        } else {
+            let other = link_pin(
+                &pin_dir,
+                iface,
+                if mode == AttachMode::Tc {
+                    AttachMode::Native
+                } else {
+                    AttachMode::Tc
+                },
+            );
+            if other.exists() {
+                if let Ok(l) = PinnedLink::from_pin(&other) {
+                    let _ = l.unpin();
+                }
+                let _ = std::fs::remove_file(&other);
+            }
+        }
+        self.set_tc_behind(ifidx, behind)?;
+        // Generic-mode redirects are skb transmits and deliver into any device, veth included;
+        // native ones into a veth only when its peer runs XDP, which the caller vouches for.
+        // Redirects matter beyond speed: a reply rewritten to come from a VIP that is a local
+        // address (kube-proxy's kube-ipvs0) and handed to the stack is dropped as a martian.
+        // (tc redirects need no devmap: they deliver into any device.)
+        if outcome.mode != AttachMode::Tc && (redirect_ok || outcome.mode == AttachMode::Generic) {
+            self.allow_xdp_redirect(ifidx)?;
+        }
+        self.attached.insert(iface.to_string(), outcome.mode);
+        Ok(outcome)
+    }
+
+    /// Marks (or unmarks) `ifindex` as having the tc program behind XDP (TC_BEHIND).
+    pub(crate) fn set_tc_behind(&mut self, ifindex: u32, on: bool) -> Result<(), FastPathError> {
+        let mut m: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
+            super::engine::typed(self.ebpf_mut(), lb_common::map_names::TC_BEHIND)?;
+        if on {
+            m.insert(ifindex, 1, 0)
+                .map_err(|e| FastPathError::Map(format!("TC_BEHIND: {e}")))
+        } else {
+            let _ = m.remove(&ifindex);
+            Ok(())
+        }
+    }
+
+    /// One hook's pinned link on `iface`: adopted when pinned, else attached and pinned.
+    fn attach_pinned(
+        &mut self,
+        pin_dir: &Path,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<Attached, FastPathError> {
+        let pin = link_pin(pin_dir, iface, mode);
         let attach_err = |msg: String| FastPathError::Attach {
             iface: iface.to_string(),
             msg,
@@ -125,21 +174,6 @@ impl FastPath {
             fd.pin(&pin)
                 .map_err(|e| attach_err(format!("pinning the link at {}: {e}", pin.display())))?;
         }
-        if other.exists() {
-            if let Ok(l) = PinnedLink::from_pin(&other) {
-                let _ = l.unpin();
-            }
-            let _ = std::fs::remove_file(&other);
-        }
-        // Generic-mode redirects are skb transmits and deliver into any device, veth included;
-        // native ones into a veth only when its peer runs XDP, which the caller vouches for.
-        // Redirects matter beyond speed: a reply rewritten to come from a VIP that is a local
-        // address (kube-proxy's kube-ipvs0) and handed to the stack is dropped as a martian.
-        // (tc redirects need no devmap: they deliver into any device.)
-        if outcome.mode != AttachMode::Tc && (redirect_ok || outcome.mode == AttachMode::Generic) {
-            self.allow_xdp_redirect(ifidx)?;
-        }
-        self.attached.insert(iface.to_string(), outcome.mode);
         Ok(outcome)
     }
 }
@@ -180,6 +214,7 @@ impl FastPath {
             let mut tx: DevMapHash<&mut MapData> = engine::typed(self.ebpf_mut(), names::TX_PORTS)?;
             // Absent (never listed, or removed by the kernel with the device) is fine.
             let _ = tx.remove(i);
+            self.set_tc_behind(i, false)?;
         }
         Ok(had)
     }

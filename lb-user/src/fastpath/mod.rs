@@ -130,7 +130,7 @@ pub struct FastPath {
     attached: std::collections::BTreeMap<String, AttachMode>,
 }
 
-const MAP_NAMES: [&str; 12] = [
+const MAP_NAMES: [&str; 14] = [
     names::SERVICES,
     names::SCHED_SLOTS,
     names::DESTS,
@@ -143,6 +143,8 @@ const MAP_NAMES: [&str; 12] = [
     names::PATH_STATS,
     names::SOCK_CONNS,
     names::SOCK_REV,
+    names::NEIGH_WANTED,
+    names::TC_BEHIND,
 ];
 
 impl FastPath {
@@ -208,49 +210,7 @@ impl FastPath {
         let mut ebpf = loader
             .load(crate::bpf_object::object())
             .map_err(|e| FastPathError::Load(explain_load_error(&e)))?;
-        for prog in [prog_names::XDP, prog_names::XDP_PASS] {
-            let p: &mut Xdp = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
-            p.load()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
-        }
-        for prog in [
-            prog_names::CONNECT4,
-            prog_names::SENDMSG4,
-            prog_names::RECVMSG4,
-            prog_names::GETPEERNAME4,
-        ] {
-            let p: &mut aya::programs::CgroupSockAddr = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
-            p.load()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
-        }
-        {
-            let prog = prog_names::SOCKOPS;
-            let p: &mut aya::programs::SockOps = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
-            p.load()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
-        }
-        {
-            let prog = prog_names::TC;
-            let p: &mut SchedClassifier = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| FastPathError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e}")))?;
-            p.load()
-                .map_err(|e| FastPathError::Load(format!("{prog}: {e:#}")))?;
-        }
+        load_programs(&mut ebpf)?;
         let logger = if config.bpf_log {
             Some(
                 aya_log::EbpfLogger::init(&mut ebpf)
@@ -429,21 +389,21 @@ impl FastPath {
         Ok(())
     }
 
+    /// Puts the tc program behind the XDP one on `iface` (for this instance's life): XDP then
+    /// leaves it the packets whose checksum may be a CHECKSUM_PARTIAL seed. For XDP on
+    /// virtual devices with local senders (the daemon does it in `attach_persistent`).
+    pub fn attach_tc_behind(&mut self, iface: &str) -> Result<(), FastPathError> {
+        let ifindex = ifindex(iface)?;
+        self.attach(iface, AttachMode::Tc, false)?;
+        self.set_tc_behind(ifindex, true)
+    }
+
     pub(crate) fn xdp_program(&mut self, name: &str) -> Result<&mut Xdp, FastPathError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e| FastPathError::Load(format!("{name}: {e}")))
+        program_in(&mut self.ebpf, name)
     }
 
     pub(crate) fn tc_program(&mut self) -> Result<&mut SchedClassifier, FastPathError> {
-        let name = prog_names::TC;
-        self.ebpf
-            .program_mut(name)
-            .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e| FastPathError::Load(format!("{name}: {e}")))
+        program_in(&mut self.ebpf, prog_names::TC)
     }
 
     /// Lets XDP redirects transmit on `ifindex` (TX_PORTS).
@@ -468,6 +428,23 @@ impl FastPath {
             })
     }
 
+    /// Takes the next hops XDP found without a neighbour entry (NEIGH_WANTED): (ifindex,
+    /// address) pairs for the daemon to resolve.
+    pub fn take_wanted_neighbours(
+        &mut self,
+    ) -> Result<Vec<(u32, std::net::Ipv4Addr)>, FastPathError> {
+        let mut m: aya::maps::HashMap<&mut MapData, lb_common::NeighKey, u64> =
+            engine::typed(&mut self.ebpf, names::NEIGH_WANTED)?;
+        let keys: Vec<lb_common::NeighKey> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in &keys {
+            let _ = m.remove(k);
+        }
+        Ok(keys
+            .into_iter()
+            .map(|k| (k.ifindex, std::net::Ipv4Addr::from(u32::from_be(k.addr))))
+            .collect())
+    }
+
     /// The packet-path counters (lb_common::path::*), summed over CPUs.
     pub fn path_stats(&self) -> Result<Vec<u64>, FastPathError> {
         let m: aya::maps::PerCpuArray<&MapData, u64> =
@@ -488,6 +465,34 @@ impl FastPath {
         }
         Ok(())
     }
+}
+
+/// Loads every program of the object into the kernel, each as its type.
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), FastPathError> {
+    macro_rules! load_as {
+        ($ty:ty: $($name:expr),+) => {$(
+            program_in::<$ty>(ebpf, $name)?
+                .load()
+                .map_err(|e| FastPathError::Load(format!("{}: {e:#}", $name)))?;
+        )+};
+    }
+    load_as!(Xdp: prog_names::XDP, prog_names::XDP_PASS);
+    load_as!(SchedClassifier: prog_names::TC);
+    load_as!(aya::programs::CgroupSockAddr: prog_names::CONNECT4, prog_names::SENDMSG4,
+        prog_names::RECVMSG4, prog_names::GETPEERNAME4);
+    load_as!(aya::programs::SockOps: prog_names::SOCKOPS);
+    Ok(())
+}
+
+/// The program `name` of the object, as its type `T`.
+pub(crate) fn program_in<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, FastPathError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| FastPathError::Load(format!("{name}: {e}")))
 }
 
 pub fn remove_pins(dir: &Path) -> Result<(), FastPathError> {

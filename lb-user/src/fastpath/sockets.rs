@@ -13,14 +13,6 @@ use lb_common::prog_names;
 
 use super::{FastPath, FastPathError};
 
-/// The socket programs, each with the name of its link pin.
-const SOCK_ADDR_PROGS: [&str; 4] = [
-    prog_names::CONNECT4,
-    prog_names::SENDMSG4,
-    prog_names::RECVMSG4,
-    prog_names::GETPEERNAME4,
-];
-
 pub fn link_pin(pin_dir: &Path, prog: &str) -> PathBuf {
     pin_dir.join(format!("link_sock_{prog}"))
 }
@@ -123,51 +115,26 @@ impl FastPath {
         let dir = File::open(cgroup).map_err(|e| err(format!("{e}")))?;
         let pin_dir = self.config().pin_dir.clone();
         let mut links: Vec<(&str, FdLink)> = Vec::new();
-        for name in SOCK_ADDR_PROGS {
-            let p: &mut CgroupSockAddr = self
-                .ebpf_mut()
-                .program_mut(name)
-                .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{name}: {e}")))?;
-            let id = p.attach(&dir, CgroupAttachMode::Single).map_err(|e| {
-                err(format!(
-                    "{name}: {e:#} ({:?})",
-                    std::error::Error::source(&e)
-                ))
-            })?;
-            if pin_dir.is_some() {
-                let fd: FdLink = p
-                    .take_link(id)
-                    .map_err(|e| err(format!("{e:#}")))?
-                    .try_into()
-                    .map_err(|e| err(format!("{name}: no BPF link to pin: {e}")))?;
-                links.push((name, fd));
-            }
+        // Each program attached to the cgroup; its link kept for pinning when there are pins.
+        macro_rules! attach_as {
+            ($ty:ty: $($name:expr),+) => {$(
+                let p = super::program_in::<$ty>(self.ebpf_mut(), $name)?;
+                let id = p
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .map_err(|e| err(format!("{}: {e:#} ({:?})", $name, std::error::Error::source(&e))))?;
+                if pin_dir.is_some() {
+                    let fd: FdLink = p
+                        .take_link(id)
+                        .map_err(|e| err(format!("{e:#}")))?
+                        .try_into()
+                        .map_err(|e| err(format!("{}: no BPF link to pin: {e}", $name)))?;
+                    links.push(($name, fd));
+                }
+            )+};
         }
-        {
-            let name = prog_names::SOCKOPS;
-            let p: &mut SockOps = self
-                .ebpf_mut()
-                .program_mut(name)
-                .ok_or_else(|| FastPathError::Load(format!("program {name} missing")))?
-                .try_into()
-                .map_err(|e| FastPathError::Load(format!("{name}: {e}")))?;
-            let id = p.attach(&dir, CgroupAttachMode::Single).map_err(|e| {
-                err(format!(
-                    "{name}: {e:#} ({:?})",
-                    std::error::Error::source(&e)
-                ))
-            })?;
-            if pin_dir.is_some() {
-                let fd: FdLink = p
-                    .take_link(id)
-                    .map_err(|e| err(format!("{e:#}")))?
-                    .try_into()
-                    .map_err(|e| err(format!("{name}: no BPF link to pin: {e}")))?;
-                links.push((name, fd));
-            }
-        }
+        attach_as!(CgroupSockAddr: prog_names::CONNECT4, prog_names::SENDMSG4,
+            prog_names::RECVMSG4, prog_names::GETPEERNAME4);
+        attach_as!(SockOps: prog_names::SOCKOPS);
         if let Some(dir) = pin_dir {
             for (name, fd) in links {
                 let pin = link_pin(&dir, name);

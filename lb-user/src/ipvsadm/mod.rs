@@ -41,7 +41,7 @@ pub use format::{
 pub use names::{NumericResolver, Resolver, StaticResolver, SystemResolver};
 pub use parse::{
     parse_args, parse_args_full, parse_args_with, parse_restore, parse_restore_full,
-    parse_restore_with, Command, Extras, ListOptions, ParseError, Parsed,
+    parse_restore_with, restore_text, Command, Extras, ListOptions, ParseError, Parsed,
     DEFAULT_PERSISTENT_TIMEOUT, DEFAULT_SCHEDULER, PROGRAM,
 };
 pub use usage::{usage_text, version_text};

@@ -1171,6 +1171,27 @@ pub fn parse_restore_full(
     Ok(out)
 }
 
+/// A restore file's bytes as text: invalid UTF-8 is refused naming the line and the byte in
+/// it (both from 1), e.g. `line 3: invalid UTF-8 at byte 17`.
+pub fn restore_text(bytes: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let before = &bytes[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        ParseError::Line {
+            line,
+            error: Box::new(ParseError::Invalid(format!(
+                "invalid UTF-8 at byte {}",
+                at - start + 1
+            ))),
+        }
+    })
+}
+
 /// Parses a restore file (`ipvsadm -R`'s input, the `-S` format): one command per line
 /// without the program name, blank lines and `#` comments ignored. One bad line rejects the
 /// whole file, with an error naming the line; options the model cannot hold are refused.

@@ -808,6 +808,25 @@ ipvsadm -a -t 10.0.0.1:80 -r 10.1.0.1:8080 -m -w 2   # a comment
 }
 
 #[test]
+fn invalid_utf8_in_a_restore_file_names_the_line_and_byte() {
+    let mut bytes = b"-A -t 10.0.0.1:80 -s rr\n\n-a -t 10.0.0.1:80 -r ".to_vec();
+    bytes.extend([0xff, 0xfe]);
+    bytes.extend(b" -m\n-C\n");
+    let e = restore_text(&bytes).unwrap_err();
+    assert_eq!(e.to_string(), "line 3: invalid UTF-8 at byte 22");
+    assert_eq!(e.exit_code(), 2);
+    // A truncated sequence at the very start of the file.
+    assert_eq!(
+        restore_text(&[0xc3]).unwrap_err().to_string(),
+        "line 1: invalid UTF-8 at byte 1"
+    );
+    assert_eq!(
+        restore_text("-C\n\u{e9}\n".as_bytes()).unwrap(),
+        "-C\n\u{e9}\n"
+    );
+}
+
+#[test]
 fn one_bad_line_rejects_the_file_naming_the_line() {
     let text = "-A -t 10.0.0.1:80 -s rr\n\n-a -t 10.0.0.1:80 -r 10.1.0.1 -w -5\n-C\n";
     let e = parse_restore_with(text, &NumericResolver).unwrap_err();
