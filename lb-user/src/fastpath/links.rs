@@ -49,10 +49,19 @@ impl FastPath {
             })?;
         let ifidx = ifindex(iface)?;
         let outcome = self.attach_pinned(&pin_dir, iface, mode)?;
-        let behind = mode != AttachMode::Tc && tc_behind;
+        let mut behind = mode != AttachMode::Tc && tc_behind;
         if behind {
-            self.attach_pinned(&pin_dir, iface, AttachMode::Tc)?;
-        } else {
+            // tc behind XDP needs tcx (Linux 6.6): on an older kernel (Debian 12's 6.1, the
+            // VM's) XDP keeps every packet, as it did before tc behind existed.
+            if let Err(e) = self.attach_pinned(&pin_dir, iface, AttachMode::Tc) {
+                tracing::warn!(
+                    iface,
+                    "no tc program behind XDP ({e}): XDP handles every packet here"
+                );
+                behind = false;
+            }
+        }
+        if !behind {
             let other = link_pin(
                 &pin_dir,
                 iface,
