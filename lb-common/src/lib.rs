@@ -369,6 +369,37 @@ pub mod path {
     /// the skb's checksum state and rewrites it correctly.
     pub const PASS_CSUM_PARTIAL: u32 = 26;
     pub const N: u32 = 32;
+
+    /// Every defined index with the name metrics and reports use for it (lower case,
+    /// underscores), in index order.
+    pub const NAMES: [(u32, &str); 26] = [
+        (PASS_NOT_IPV4, "pass_not_ipv4"),
+        (PASS_NOT_VIP, "pass_not_vip"),
+        (PASS_FRAGMENT, "pass_fragment"),
+        (PASS_IP_OPTIONS, "pass_ip_options"),
+        (PASS_TRUNCATED, "pass_truncated"),
+        (PASS_OTHER_PROTO, "pass_other_proto"),
+        (PASS_NO_DEST, "pass_no_dest"),
+        (PASS_TCP_NOT_SYN, "pass_tcp_not_syn"),
+        (FWD_NEW, "fwd_new"),
+        (FWD_ESTABLISHED, "fwd_established"),
+        (REPLY, "reply"),
+        (TX_REDIRECT, "tx_redirect"),
+        (TX_PASS, "tx_pass"),
+        (CONN_EXPIRED, "conn_expired"),
+        (CONN_NODEST, "conn_nodest"),
+        (CONN_REUSED, "conn_reused"),
+        (REPLY_NO_CONN, "reply_no_conn"),
+        (INSERT_FAILED, "insert_failed"),
+        (PASS_KERNEL_FLOW, "pass_kernel_flow"),
+        (PASS_MALFORMED, "pass_malformed"),
+        (DROP_TABLE_FULL, "drop_table_full"),
+        (TX_REDIRECT_NEIGH, "tx_redirect_neigh"),
+        (SOCK_NEW, "sock_new"),
+        (SOCK_ESTABLISHED, "sock_established"),
+        (SOCK_NO_DEST, "sock_no_dest"),
+        (SOCK_TABLE_FULL, "sock_table_full"),
+    ];
 }
 
 /// The kernel's TCP state table for NAT connections (tcp_states in ip_vs_proto_tcp.c):
@@ -465,6 +496,21 @@ mod tests {
         assert_eq!(core::mem::size_of::<Config>(), 144);
         assert_eq!(core::mem::size_of::<SockKey>(), 16);
         assert_eq!(core::mem::size_of::<SockConnValue>(), 32);
+    }
+
+    /// Every verdict has a distinct name, listed at its own index (a new verdict is added to
+    /// `path::NAMES` with the next index, or this fails).
+    #[test]
+    fn every_path_verdict_has_a_name() {
+        for (i, (idx, name)) in path::NAMES.iter().enumerate() {
+            assert_eq!(*idx as usize, i, "{name}");
+            assert!(*idx < path::N);
+            assert!(name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+            assert!(path::NAMES[..i].iter().all(|(_, n)| n != name), "{name}");
+        }
+        assert_eq!(path::NAMES.last().unwrap().0, path::SOCK_TABLE_FULL);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fastpath;
 pub mod ipvs_nl;
 pub mod ipvsadm;
+pub mod metrics;
 pub mod model;
 pub mod sched;
 pub mod snapshot;

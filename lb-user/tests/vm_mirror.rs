@@ -614,3 +614,166 @@ fn own_mode_falls_back_to_kernel_ipvs_for_what_the_fast_path_lacks() {
         "teardown removed the fallback service"
     );
 }
+
+/// GET `path` from `addr` inside namespace `ns`: the body, once the server answers.
+fn http_get(ns: &str, addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let t0 = Instant::now();
+    loop {
+        let got = enter(ns, || TcpStream::connect(addr)).and_then(|mut s| {
+            s.set_read_timeout(Some(IO))?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        match got {
+            Ok(out) => return out.split_once("\r\n\r\n").unwrap().1.to_string(),
+            Err(e) if t0.elapsed() > Duration::from_secs(20) => panic!("{addr}{path}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The node_ipvs_* part of a scrape: the HELP and TYPE lines, and each sample's value by its
+/// name and labels (values parsed: node_exporter writes 1e6 and above as 1e+06).
+fn ipvs_series(text: &str) -> (Vec<String>, std::collections::BTreeMap<String, f64>) {
+    let mut meta: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("# HELP node_ipvs_") || l.starts_with("# TYPE node_ipvs_"))
+        .map(str::to_string)
+        .collect();
+    meta.sort();
+    let samples = text
+        .lines()
+        .filter(|l| l.starts_with("node_ipvs_"))
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse::<f64>().unwrap())
+        })
+        .collect();
+    (meta, samples)
+}
+
+/// The table and the traffic both scrapes see: a TCP and a UDP service; five TCP connections
+/// opened, used and closed, one left open (returned), three datagrams of one UDP flow.
+const TABLE: &str = "-A -t 10.0.0.10:80 -s rr
+-a -t 10.0.0.10:80 -r 10.11.1.2:8080 -m -w 1
+-a -t 10.0.0.10:80 -r 10.11.2.2:8080 -m -w 2
+-a -t 10.0.0.10:80 -r 10.11.3.2:8080 -m -w 3
+-A -u 10.0.0.10:53 -s rr
+-a -u 10.0.0.10:53 -r 10.11.1.2:8080 -m -w 1
+-a -u 10.0.0.10:53 -r 10.11.2.2:8080 -m -w 0
+";
+
+fn traffic() -> Conn {
+    for _ in 0..5 {
+        let mut c = Conn::open([10, 0, 0, 10], 80);
+        c.ask();
+    }
+    let mut long = Conn::open([10, 0, 0, 10], 80);
+    long.ask();
+    let udp = enter("client", || UdpSocket::bind(("10.10.0.2", 0))).unwrap();
+    udp.set_read_timeout(Some(IO)).unwrap();
+    for _ in 0..3 {
+        udp_ask(&udp, [10, 0, 0, 10], 53);
+    }
+    // The closed connections' last segments (FIN, ACK) have passed.
+    std::thread::sleep(Duration::from_millis(500));
+    long
+}
+
+/// node_exporter's ipvs collector on kernel IPVS, and xvsd --metrics-listen on the fast path,
+/// for the same table and the same traffic: the same node_ipvs_* series, HELP and TYPE texts,
+/// labels and values.
+#[test]
+fn node_exporter_on_kernel_ipvs_and_xvsd_scrape_the_same_series() {
+    if !in_vm() {
+        return;
+    }
+    let _k = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = lb_user::ipvs_nl::IpvsClient::new(); // loads ip_vs
+    let net = Net::new(&["10.0.0.10"]);
+    ipvsadm(&["-C"]);
+    ipvsadm(&["-Z"]);
+
+    // Kernel IPVS, scraped by Debian's prometheus-node-exporter in the balancer's namespace
+    // (it reads /proc/net/ip_vs and /proc/net/ip_vs_stats of the namespace it runs in).
+    for line in TABLE.lines() {
+        ipvsadm(&line.split(' ').collect::<Vec<_>>());
+    }
+    let long = traffic();
+    let mut cmd = Command::new("/usr/bin/prometheus-node-exporter");
+    cmd.args([
+        "--collector.disable-defaults",
+        "--collector.ipvs",
+        "--web.listen-address=127.0.0.1:9100",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let fd = ns_file("lb");
+    let raw = fd.as_raw_fd();
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut ne = cmd
+        .spawn()
+        .expect("prometheus-node-exporter in the VM image");
+    // The kernel publishes its totals (/proc/net/ip_vs_stats) from its estimator, every 2 s:
+    // scraped until the connections show (the per-backend series are current at once).
+    let t0 = Instant::now();
+    let kernel_text = loop {
+        let text = http_get("lb", "127.0.0.1:9100", "/metrics");
+        if text.contains("\nnode_ipvs_connections_total 7\n") || t0.elapsed().as_secs() > 10 {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = ne.kill();
+    let _ = ne.wait();
+    let listed = ipvsadm(&["-L", "-n", "--stats", "--exact"]);
+    drop(long);
+    ipvsadm(&["-C"]);
+    drop(net);
+
+    // The fast path: the same table (a rules file) and the same traffic in fresh namespaces.
+    let _net = Net::new(&["10.0.0.10"]);
+    ipvsadm(&["-C"]);
+    let rules = PathBuf::from("/run/xvs-vmtest-rules");
+    std::fs::write(&rules, TABLE).unwrap();
+    let mut d = Xvsd::start(&[
+        "--rules",
+        rules.to_str().unwrap(),
+        "--metrics-listen",
+        "127.0.0.1:9477",
+    ]);
+    assert!(d
+        .snapshot()
+        .services
+        .iter()
+        .all(|s| s.engine == EngineKind::FastPath));
+    let long = traffic();
+    let xvs_text = http_get("lb", "127.0.0.1:9477", "/metrics");
+    drop(long);
+    d.stop();
+
+    let (kmeta, kernel) = ipvs_series(&kernel_text);
+    let (xmeta, xvs) = ipvs_series(&xvs_text);
+    eprintln!("kernel IPVS ({listed}) through node_exporter:\n{kernel:#?}\nxvsd:\n{xvs:#?}");
+    assert_eq!(kmeta.len(), 16, "{kernel_text}");
+    assert_eq!(xmeta, kmeta);
+    // Every series, label for label; then every value.
+    assert_eq!(
+        xvs.keys().collect::<Vec<_>>(),
+        kernel.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(xvs, kernel);
+    assert_eq!(kernel.len(), 5 + 3 * 5);
+    assert_eq!(kernel["node_ipvs_connections_total"], 7.0);
+}

@@ -164,7 +164,7 @@ fn append_sections(root: &Path, quick: bool) -> Result<()> {
         return Ok(());
     };
     // Sections appended by an earlier run are replaced, not repeated.
-    if let Some(i) = ["\n## 3. ", "\n## 4. "]
+    if let Some(i) = ["\n## 3. ", "\n## 4. ", "\n## 5. "]
         .iter()
         .filter_map(|h| text.find(h))
         .min()
@@ -177,6 +177,8 @@ fn append_sections(root: &Path, quick: bool) -> Result<()> {
     for (file, title) in [
         ("control.md", "3. Control plane and memory"),
         ("vm.md", "4. Kernel IPVS in the qemu VM"),
+        // Written by xvs-bench-metrics (run by hand: see that section).
+        ("metrics.md", "5. One metrics scrape at scale"),
     ] {
         let Ok(section) = std::fs::read_to_string(dir.join(file)) else {
             println!(

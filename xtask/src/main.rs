@@ -1,5 +1,7 @@
 //! Project tasks: `cargo xtask <task>`.
 mod bench;
+mod dist;
+mod image;
 mod setup;
 mod vm;
 
@@ -28,6 +30,18 @@ enum Task {
     },
     /// Set up, then run every test (needs root: BPF and network namespaces).
     Test,
+    /// Man pages and shell completions (bash, zsh, fish) for xvsd and xvsadm, from their clap
+    /// definitions: written under target/dist/ (or --out).
+    Dist {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Build the container image (dist/container/Containerfile) with buildah and check it
+    /// from the inside; the base is built from Debian packages unless --base names one.
+    Image {
+        #[arg(long)]
+        base: Option<String>,
+    },
     /// Run the in-VM tests (kernel IPVS under qemu): `cargo xtask vm-test [--record-golden]`.
     VmTest(vm::VmTestArgs),
     /// Set up, then run the crash soak (needs root): churn, traffic, a SYN flood and SIGKILL
@@ -119,6 +133,22 @@ fn main() -> Result<()> {
                 "--syn-rate",
                 &syn_rate.to_string(),
             ])
+        }
+        Task::Image { base } => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap();
+            image::image(root, base)
+        }
+        Task::Dist { out } => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap();
+            let out = out.unwrap_or_else(|| root.join("target/dist"));
+            for f in dist::dist(&out)? {
+                println!("{}", f.display());
+            }
+            Ok(())
         }
         Task::Bench { quick, only } => {
             setup::setup()?;

@@ -6,13 +6,16 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: LLVM 22 (bpf-linker links it), iproute2 and ethtool (network tests),
-/// bpftool (inspecting maps).
+/// bpftool (inspecting maps), prometheus (the metrics test scrapes xvsd with it; promtool
+/// checks the example alert rules). Services are not started by the install (no init in
+/// these containers); the test runs its own Prometheus inside a test namespace.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "iproute2",
     "ethtool",
     "bpftool",
+    "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -36,17 +39,15 @@ fn dpkg_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-pub fn setup() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+/// Installs the Debian packages of `pkgs` that are missing.
+pub fn apt(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))
         .collect();
     if missing.is_empty() {
-        println!(
-            "setup: Debian packages present ({})",
-            APT_PACKAGES.join(", ")
-        );
+        println!("setup: Debian packages present ({})", pkgs.join(", "));
     } else {
         println!("setup: installing Debian packages: {}", missing.join(" "));
         run(Command::new("apt-get").arg("update").arg("-qq"))?;
@@ -54,7 +55,23 @@ pub fn setup() -> Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        // On a host running systemd the package starts a Prometheus on *:9090: the tests need
+        // only the binaries, so that service is stopped and disabled again.
+        if missing.contains(&"prometheus") && std::path::Path::new("/run/systemd/system").exists() {
+            println!(
+                "setup: disabling the prometheus service the package started (tests run their own)"
+            );
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", "prometheus"])
+                .status();
+        }
     }
+    Ok(())
+}
+
+pub fn setup() -> Result<()> {
+    apt(APT_PACKAGES)?;
+    kubernetes_validate()?;
 
     if !ok(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         bail!(
@@ -104,4 +121,37 @@ pub fn setup() -> Result<()> {
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
     Ok(())
+}
+
+/// kubernetes-validate (PyPI; it ships the Kubernetes API's JSON schemas, so the manifests are
+/// validated offline) in a virtual environment of its own: target/k8s-validate.
+pub const K8S_VALIDATE_VERSION: &str = "1.37.0";
+
+pub fn kubernetes_validate() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let venv = root.join("target/k8s-validate");
+    let exe = venv.join("bin/kubernetes-validate");
+    let have = Command::new(&exe)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(K8S_VALIDATE_VERSION))
+        .unwrap_or(false);
+    if have {
+        println!("setup: kubernetes-validate {K8S_VALIDATE_VERSION} present");
+        return Ok(());
+    }
+    println!(
+        "setup: installing kubernetes-validate {K8S_VALIDATE_VERSION} (PyPI) into {}",
+        venv.display()
+    );
+    if run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).is_err() {
+        // Debian's own python3 makes virtual environments only with python3-venv.
+        apt(&["python3-venv"])?;
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("kubernetes-validate=={K8S_VALIDATE_VERSION}")))
 }

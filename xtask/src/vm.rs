@@ -3,11 +3,11 @@
 //!
 //! What it does, all cached under `<repo>/.xtask-cache/vm/` (or `$XVS_VM_CACHE`):
 //! - installs the host tools it needs with apt-get if missing (qemu-system-x86,
-//!   busybox-static, ipvsadm, kmod, iproute2; `--no-install-recommends`);
+//!   busybox-static, ipvsadm, kmod, iproute2, prometheus-node-exporter; `--no-install-recommends`);
 //! - fetches the current `linux-image-*-cloud-amd64` with `apt-get download` (not installed),
 //!   unpacks it with `dpkg -x` and runs depmod;
 //! - builds a base initramfs (busybox and its applet links, the IPVS modules and their
-//!   dependencies, ipvsadm and iproute2's `ip` with their libraries, `/init`), keyed by a hash
+//!   dependencies, ipvsadm, iproute2's `ip` and node_exporter with their libraries, `/init`), keyed by a hash
 //!   of its inputs;
 //! - per run, appends a second cpio archive with the test binaries, extra files and a
 //!   generated `/xvs/run.sh`, boots qemu (TCG), streams the console, and collects the result.
@@ -67,6 +67,8 @@ const HOST_TOOLS: &[(&str, &[&str])] = &[
     ("ipvsadm", &["ipvsadm"]),
     ("kmod", &["depmod", "modprobe"]),
     ("iproute2", &["ip"]),
+    // node_exporter, whose ipvs collector the metrics test compares xvsd's scrape with.
+    ("prometheus-node-exporter", &["prometheus-node-exporter"]),
 ];
 
 /// How to run the VM.
@@ -650,13 +652,14 @@ fn ensure_base(k: &Kernel, extra_modules: &[String]) -> Result<PathBuf> {
     let busybox = tool("busybox")?;
     let ipvsadm = tool("ipvsadm")?;
     let ip = tool("ip")?;
+    let node_exporter = tool("prometheus-node-exporter")?;
 
     let mut h = DefaultHasher::new();
     h.write_u32(BASE_FORMAT);
     h.write(k.root.to_string_lossy().as_bytes());
     h.write(modules.join(",").as_bytes());
     h.write(INIT_SH.as_bytes());
-    for bin in [&busybox, &ipvsadm, &ip] {
+    for bin in [&busybox, &ipvsadm, &ip, &node_exporter] {
         hash_file(&mut h, bin)?;
         for lib in ldd_paths(bin).unwrap_or_default() {
             hash_file(&mut h, &lib)?;
@@ -688,6 +691,7 @@ fn ensure_base(k: &Kernel, extra_modules: &[String]) -> Result<PathBuf> {
     // iproute2's ip replaces the busybox applet there (the shell still prefers its own
     // applet: call it as /sbin/ip).
     c.binary_with_libs("sbin/ip", &ip)?;
+    c.binary_with_libs("usr/bin/prometheus-node-exporter", &node_exporter)?;
     c.file(
         "etc/passwd",
         b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),

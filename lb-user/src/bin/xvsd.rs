@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
+use lb_cli::xvsd::{iface_and_mode, Cli, Cmd, LogFormat, Mode, OnOff};
 use lb_user::ctl::DEFAULT_SOCKET;
 use lb_user::daemon::durable::{Durable, DurableState};
 use lb_user::daemon::ifaces::{self, attach_iface, AttachOpts};
@@ -15,175 +16,18 @@ use lb_user::fastpath::{ifindex, links, AttachMode, Engine, FastPath, FastPathCo
 use lb_user::ipvs_nl::IpvsClient;
 use lb_user::model::Table;
 use lb_user::snapshot::EngineKind;
+
+/// The hook a `--mode`/`:HOOK` fixes; None for auto (`attach_iface` picks the faster one for
+/// the device).
+fn fixed(m: Mode) -> Option<AttachMode> {
+    match m {
+        Mode::Auto => None,
+        Mode::Native => Some(AttachMode::Native),
+        Mode::Generic => Some(AttachMode::Generic),
+        Mode::Tc => Some(AttachMode::Tc),
+    }
+}
 use tokio::signal::unix::{signal, SignalKind};
-
-#[derive(Parser)]
-#[command(
-    name = "xvsd",
-    version,
-    about = "xvs node daemon: IPVS-semantics load balancing in XDP"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Option<Cmd>,
-    /// Interface to attach the fast path to (both directions); repeat for several.
-    /// `NAME:HOOK` chooses the hook for this one (auto, native, generic or tc).
-    #[arg(long = "iface")]
-    ifaces: Vec<String>,
-    /// Also attach to every interface whose name matches this shell glob (e.g. 'veth*',
-    /// 'cali*'), present at start or appearing later, and detach from those that go away;
-    /// repeat for several. `PATTERN:HOOK` chooses the hook for those it matches.
-    #[arg(long = "iface-match", value_name = "PATTERN")]
-    iface_match: Vec<String>,
-    /// Rules file in ipvsadm-save format (`ipvsadm -S -n` / `xvsadm -S -n`); reread on SIGHUP.
-    #[arg(long)]
-    rules: Option<PathBuf>,
-    /// The hook for interfaces that do not name one: auto is XDP native on NICs and tc on
-    /// virtual devices (veth, ...); native falls back to generic (with a warning) where the
-    /// driver refuses.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    mode: Mode,
-    /// Allow XDP redirects out of virtual devices (veth) too: only when their peers run XDP.
-    #[arg(long)]
-    redirect_virtual: bool,
-    /// Where maps and links are pinned (on a bpffs).
-    #[arg(long, global = true, default_value = "/sys/fs/bpf/xvs")]
-    pin_dir: PathBuf,
-    /// Control socket, lock and saved state.
-    #[arg(long, global = true, default_value = "/run/xvs")]
-    state_dir: PathBuf,
-    /// Connection table entries (CONNS and REPLIES each). Default: about 1 % of the node's
-    /// memory at ~170 bytes a connection, a power of two between 65,536 and 4,194,304 (1,048,576
-    /// on a 24 GiB node). A full table refuses new connections; it never evicts a live one.
-    #[arg(long, global = true)]
-    conn_table_size: Option<u32>,
-    #[arg(long, global = true, default_value_t = 65_536)]
-    max_services: u32,
-    #[arg(long, global = true, default_value_t = 1 << 19)]
-    max_dests: u32,
-    /// Slots for all scheduler tables (sh takes 257 per service).
-    #[arg(long, global = true, default_value_t = 1 << 22)]
-    sched_slots: u32,
-    /// Mirror kernel IPVS (as kube-proxy programs it) into the fast path instead of owning a
-    /// table: never writes to kernel IPVS; xvsadm only lists.
-    #[arg(long, conflicts_with = "rules")]
-    mirror_ipvs: bool,
-    /// How often mirror mode reads kernel IPVS (e.g. 1s, 500ms).
-    #[arg(long, default_value = "1s", value_parser = parse_period)]
-    sync_period: Duration,
-    /// Log from the BPF programs too (new connections at debug, refusals at info) through
-    /// aya-log; off by default: disabled, the statements cost nothing per packet.
-    #[arg(long)]
-    bpf_log: bool,
-    /// Balance the node's own processes' connections to VIPs at the socket (cgroup v2 hooks on
-    /// connect/sendmsg/recvmsg/getpeername, and sockops), for this network namespace.
-    #[arg(long, value_enum, default_value_t = OnOff::On)]
-    socket_lb: OnOff,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
-    /// Members of GROUP (name or gid) may list the table through the control socket (xvsadm
-    /// -L, -S), not change it; the socket becomes group GROUP, mode 0660. Without it the
-    /// socket is root's only (0600); changes always need root or CAP_NET_ADMIN.
-    #[arg(long, value_name = "GROUP")]
-    list_group: Option<String>,
-    /// Largest request accepted on the control socket (e.g. 256M, 1G; a 50,000-service
-    /// restore with 10 destinations each is about 103M).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
-    max_request_size: usize,
-    /// Clients served at once on the control socket; beyond it, the one that has waited
-    /// longest on its peer is dropped.
-    #[arg(long, default_value_t = server::DEFAULT_MAX_CLIENTS)]
-    max_clients: usize,
-    /// How long a client may stay silent while it sends its request, or take over each MiB of
-    /// its answer, before it is dropped (e.g. 5s, 500ms); the whole request must come within
-    /// 12 times this.
-    #[arg(long, default_value = "5s", value_parser = parse_period)]
-    client_timeout: Duration,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Remove every program, link, pinned map and saved state xvs made on this node.
-    Teardown,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Mode {
-    Auto,
-    Native,
-    Generic,
-    Tc,
-}
-
-impl Mode {
-    fn parse(s: &str) -> Result<Mode, String> {
-        <Mode as ValueEnum>::from_str(s, true)
-            .map_err(|_| format!("unknown hook {s:?} (auto, native, generic or tc)"))
-    }
-
-    /// The hook it fixes; None for auto (`attach_iface` picks the faster one for the device).
-    fn fixed(self) -> Option<AttachMode> {
-        match self {
-            Mode::Auto => None,
-            Mode::Native => Some(AttachMode::Native),
-            Mode::Generic => Some(AttachMode::Generic),
-            Mode::Tc => Some(AttachMode::Tc),
-        }
-    }
-}
-
-/// `NAME` or `NAME:HOOK` (an interface or an --iface-match pattern).
-fn iface_and_mode(spec: &str, default: Mode) -> Result<(&str, Mode), String> {
-    match spec.rsplit_once(':') {
-        Some((name, hook)) => Ok((name, Mode::parse(hook)?)),
-        None => Ok((spec, default)),
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum OnOff {
-    On,
-    Off,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
-}
-
-fn parse_period(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad period {s:?} (e.g. 1s, 500ms)"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(60 * n),
-        _ => return Err(format!("bad period {s:?} (e.g. 1s, 500ms)")),
-    };
-    if d.is_zero() {
-        return Err("the sync period must be above zero".into());
-    }
-    Ok(d)
-}
-
-/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
-fn parse_size(s: &str) -> Result<usize, String> {
-    let bad = || format!("bad size {s:?} (e.g. 65536, 64K, 256M, 1G)");
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: usize = num.parse().map_err(|_| bad())?;
-    let shift = match unit {
-        "" => 0,
-        "K" | "k" => 10,
-        "M" | "m" => 20,
-        "G" | "g" => 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1 << shift).filter(|&n| n > 0).ok_or_else(bad)
-}
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -287,7 +131,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let patterns = Patterns::new(
         &cli.iface_match
             .iter()
-            .map(|spec| iface_and_mode(spec, cli.mode).map(|(p, m)| (p.to_string(), m.fixed())))
+            .map(|spec| iface_and_mode(spec, cli.mode).map(|(p, m)| (p.to_string(), fixed(m))))
             .collect::<Result<Vec<_>, _>>()?,
     )?;
     if let Some(g) = &cli.list_group {
@@ -387,7 +231,7 @@ fn run(cli: Cli) -> Result<(), String> {
     for (iface, hook) in &named {
         let iface = iface.as_str();
         let opts = AttachOpts {
-            hook: hook.fixed(),
+            hook: fixed(*hook),
             redirect_virtual: cli.redirect_virtual,
         };
         let r = attach_iface(node.fast_path(), &opts, iface).map_err(|e| e.to_string())?;
@@ -490,6 +334,11 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
         Some(g) => Some((g.clone(), server::lookup_group(g)?)),
         None => None,
     };
+    // Metrics before the control socket: whoever waits for the socket finds them served.
+    if let Some(addr) = cli.metrics_listen {
+        lb_user::metrics::serve(addr, node.clone())?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     let listener = server::bind(&sock, list_group.as_ref().map(|g| g.1))
         .map_err(|e| format!("{}: {e}", sock.display()))?;
     tracing::info!(

@@ -81,7 +81,8 @@ pub fn detach_iface(
 
 /// An attached interface was renamed: its pin follows the name (the link itself is bound to
 /// the device, not to the name).
-pub fn rename_iface(fp: &FastPath, from: &str, to: &str) -> Result<(), FastPathError> {
+pub fn rename_iface(fp: &mut FastPath, from: &str, to: &str) -> Result<(), FastPathError> {
+    fp.renamed(from, to);
     let Some(dir) = fp.config().pin_dir.as_deref() else {
         return Ok(());
     };

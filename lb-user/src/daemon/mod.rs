@@ -18,11 +18,15 @@ pub mod server;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use crate::ctl::NumberedOp;
 use crate::fastpath::{
-    conns::state_name, unsupported_reason, Counters, DestCounters, DestReading, DestStatsRead,
-    FastPath,
+    conns::state_name, unsupported_reason, AttachMode, Counters, DestCounters, DestReading,
+    DestStatsRead, FastPath,
 };
 use crate::ipvs_nl::{self, IpvsClient, KernelService};
 use crate::model::{Change, Op, Protocol, Service, ServiceKey, Table};
@@ -50,6 +54,51 @@ pub struct Node {
     dest_est: Vec<Option<DestEstimator>>,
     /// Where acknowledged changes are recorded (None: nowhere, as in tests of the core).
     durable: Option<Durable>,
+    control: ControlStats,
+    /// Mirror mode: when kernel IPVS was last read successfully, and failed reads since start.
+    last_sync: Option<Instant>,
+    sync_failures: u64,
+}
+
+/// Control-plane changes (`Node::apply`: xvsadm, restores, reloads): how many were applied
+/// and refused, and how long applying took. Shared handles: a clone sees the same counts.
+#[derive(Clone, Debug)]
+pub struct ControlStats {
+    pub applied: Counter,
+    pub refused: Counter,
+    /// Seconds per `apply` (validation and map writes, both engines), applied or refused.
+    pub latency: Histogram,
+}
+
+impl Default for ControlStats {
+    fn default() -> Self {
+        ControlStats {
+            applied: Counter::default(),
+            refused: Counter::default(),
+            // 50 us to ~13 s: one xvsadm change to a 50,000-service restore.
+            latency: Histogram::new(exponential_buckets(0.00005, 4.0, 10)),
+        }
+    }
+}
+
+/// What the metrics show beside the listing's snapshot (see `crate::metrics`).
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub mode: Mode,
+    /// Packets per fast-path verdict, indexed by `lb_common::path`.
+    pub path: Vec<u64>,
+    /// Live (unexpired) entries of the connection table, and its size.
+    pub conn_entries: u64,
+    pub conn_capacity: u32,
+    pub sched_slots_used: u64,
+    pub sched_slots: u32,
+    /// Attached interfaces and their hooks.
+    pub ifaces: Vec<(String, AttachMode)>,
+    pub control: ControlStats,
+    /// Mirror mode: time since kernel IPVS was last read successfully (None before the
+    /// first read, and in own mode), and failed reads.
+    pub sync_lag: Option<Duration>,
+    pub sync_failures: u64,
 }
 
 /// A destination's rate estimator, tagged with the generation of the id it was created for.
@@ -154,6 +203,9 @@ impl Node {
             est: HashMap::new(),
             dest_est: Vec::new(),
             durable: None,
+            control: ControlStats::default(),
+            last_sync: None,
+            sync_failures: 0,
         }
     }
 
@@ -248,6 +300,19 @@ impl Node {
         }
         // Applied in place with an undo log of each touched service's previous state: no
         // copy of a 50,000-service table per command.
+        let start = Instant::now();
+        let result = self.apply_and_persist(ops);
+        if result.is_err() {
+            self.control.refused.inc();
+        } else {
+            self.control.applied.inc();
+        }
+        self.control.latency.observe(start.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Applies `ops` (all or none) and records the result durably before returning.
+    fn apply_and_persist(&mut self, ops: &[NumberedOp]) -> Result<(), String> {
         let mut undo: Vec<(ServiceKey, Option<Service>)> = Vec::new();
         let result = self.apply_logged(ops, &mut undo);
         if result.is_err() {
@@ -404,6 +469,15 @@ impl Node {
 
     /// Mirror mode: one sync with kernel IPVS. Returns the number of fast-path changes.
     pub fn sync_from_kernel(&mut self) -> Result<usize, String> {
+        let r = self.sync_from_kernel_once();
+        match r {
+            Ok(_) => self.last_sync = Some(Instant::now()),
+            Err(_) => self.sync_failures += 1,
+        }
+        r
+    }
+
+    fn sync_from_kernel_once(&mut self) -> Result<usize, String> {
         let k = self.kernel.as_ref().map_err(|e| e.clone())?;
         let dump = k.services().map_err(|e| e.to_string())?;
         let full = ipvs_nl::to_table(&dump).map_err(|e| e.to_string())?;
@@ -584,6 +658,38 @@ impl Node {
     }
 
     pub fn snapshot(&self, with_conns: bool) -> Result<Snapshot, String> {
+        self.snapshot_counted(with_conns).map(|(s, _)| s)
+    }
+
+    /// The listing's snapshot (without connections) and what the metrics add to it, read
+    /// together (`crate::metrics` formats both).
+    pub fn status(&self) -> Result<(Snapshot, NodeStatus), String> {
+        let (snap, conn_entries) = self.snapshot_counted(false)?;
+        let status = NodeStatus {
+            mode: self.mode,
+            path: self.fp.path_stats().map_err(|e| e.to_string())?,
+            conn_entries,
+            conn_capacity: self.fp.config().conn_table_size,
+            sched_slots_used: self.fp.engine().sched_slots_used(),
+            sched_slots: self.fp.engine().limits().sched_slots,
+            ifaces: self
+                .fp
+                .attachments()
+                .iter()
+                .map(|(i, m)| (i.clone(), *m))
+                .collect(),
+            control: self.control.clone(),
+            sync_lag: match self.mode {
+                Mode::Mirror => self.last_sync.map(|t| t.elapsed()),
+                Mode::Own => None,
+            },
+            sync_failures: self.sync_failures,
+        };
+        Ok((snap, status))
+    }
+
+    /// The snapshot and the number of live fast-path connections (read once for both).
+    fn snapshot_counted(&self, with_conns: bool) -> Result<(Snapshot, u64), String> {
         let fp = &self.fp;
         // Active/inactive connections per destination id (a live connection's id is its
         // destination's: dest_live checked the generation).
@@ -709,12 +815,15 @@ impl Node {
                 expires_in_s: c.expires_in.as_secs(),
             }));
         }
-        Ok(Snapshot {
-            conn_tab_size: fp.config().conn_table_size,
-            services,
-            conns: conn_views,
-            timeouts: fp.timeouts().map_err(|e| e.to_string())?,
-        })
+        Ok((
+            Snapshot {
+                conn_tab_size: fp.config().conn_table_size,
+                services,
+                conns: conn_views,
+                timeouts: fp.timeouts().map_err(|e| e.to_string())?,
+            },
+            conns.len() as u64,
+        ))
     }
 }
 

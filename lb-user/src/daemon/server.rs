@@ -80,7 +80,7 @@ const LARGE_REQUEST: usize = 1 << 20;
 pub const DEFAULT_MAX_REQUEST: usize = 256 << 20;
 /// Connections served at once by default (each holds a descriptor: well below the usual
 /// 1,024-descriptor limit).
-pub const DEFAULT_MAX_CLIENTS: usize = 256;
+pub const DEFAULT_MAX_CLIENTS: usize = lb_cli::xvsd::DEFAULT_MAX_CLIENTS;
 /// How long a client may take to send its request, or to take one part of its answer.
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A listing request is a few dozen bytes: clients who may only list get this much.

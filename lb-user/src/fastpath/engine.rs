@@ -625,6 +625,11 @@ impl Engine {
         &self.limits
     }
 
+    /// Scheduler-table slots taken (by live tables and by regions resting before reuse).
+    pub fn sched_slots_used(&self) -> u64 {
+        self.limits.sched_slots as u64 - self.regions.free_slots()
+    }
+
     /// Serialises the state for a successor daemon (retiring regions are freed first: by the
     /// time a successor runs, no program still reads them).
     pub fn save(&mut self) -> Result<Vec<u8>, FastPathError> {

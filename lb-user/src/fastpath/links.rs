@@ -115,6 +115,7 @@ impl FastPath {
         if outcome.mode != AttachMode::Tc && (redirect_ok || outcome.mode == AttachMode::Generic) {
             self.allow_xdp_redirect(ifidx)?;
         }
+        self.attached.insert(iface.to_string(), outcome.mode);
         Ok(outcome)
     }
 
@@ -298,6 +299,7 @@ impl FastPath {
                     .map_err(|e| FastPathError::Map(format!("removing {}: {e}", pin.display())))?;
             }
         }
+        self.attached.remove(iface);
         if let Some(i) = ifindex {
             let mut tx: DevMapHash<&mut MapData> = engine::typed(self.ebpf_mut(), names::TX_PORTS)?;
             // Absent (never listed, or removed by the kernel with the device) is fine.

@@ -126,6 +126,8 @@ pub struct FastPath {
     config: FastPathConfig,
     /// The reader of the BPF log ring (only with bpf_log).
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The interfaces attached with pinned links by this instance, and their hooks.
+    attached: std::collections::BTreeMap<String, AttachMode>,
 }
 
 /// The maps the loader sizes and pins: every map of the object.
@@ -242,6 +244,7 @@ impl FastPath {
             engine,
             config,
             logger,
+            attached: Default::default(),
         };
         if !adopted && fp.config.pin_dir.is_some() {
             fp.engine.reset_maps(&mut fp.ebpf)?;
@@ -268,6 +271,18 @@ impl FastPath {
 
     pub fn config(&self) -> &FastPathConfig {
         &self.config
+    }
+
+    /// The interfaces attached with pinned links (`attach_persistent`) and their hooks.
+    pub fn attachments(&self) -> &std::collections::BTreeMap<String, AttachMode> {
+        &self.attached
+    }
+
+    /// An attached interface was renamed (its pins follow it: `daemon::ifaces::rename_iface`).
+    pub fn renamed(&mut self, from: &str, to: &str) {
+        if let Some(m) = self.attached.remove(from) {
+            self.attached.insert(to.to_string(), m);
+        }
     }
 
     pub fn ebpf(&self) -> &Ebpf {

@@ -1406,3 +1406,28 @@ fn every_long_option_is_wired() {
         "Illegal 'mcast-interface' option with the 'add-service' command"
     );
 }
+
+/// The clap definition `cargo xtask dist` renders xvsadm's man page and completions from
+/// (lb_cli::xvsadm) has every long option ipvsadm's `-h` text lists, and no other.
+#[test]
+fn the_documented_command_line_has_every_option_of_the_help_text() {
+    let help = crate::ipvsadm::usage_text();
+    let mut listed: Vec<String> = help
+        .split(|c: char| c.is_whitespace() || c == '|' || c == '[' || c == ']')
+        .filter_map(|w| w.strip_prefix("--"))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    listed.dedup();
+    let cmd = lb_cli::xvsadm::command();
+    let mut defined: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .map(str::to_string)
+        .collect();
+    // -v/--version is in the usage line as -v only.
+    defined.retain(|l| l != "version");
+    defined.sort();
+    assert_eq!(defined, listed);
+}
