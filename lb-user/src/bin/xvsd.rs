@@ -352,9 +352,12 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
         client_timeout: cli.client_timeout,
         list_group,
     };
-    tokio::spawn(server::serve(listener, node.clone(), cfg));
+    // Every task, to be stopped before the state is saved: a task still running when the
+    // runtime shuts down would find no timer or blocking pool and panic.
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    tasks.push(tokio::spawn(server::serve(listener, node.clone(), cfg)));
     let ticker = node.clone();
-    tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let mut t = tokio::time::interval(estimator::TICK);
         let mut n = 0u64;
         let mut pressure = false;
@@ -417,15 +420,15 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
                 }
             }
         }
-    });
-    tokio::spawn(resolve_wanted_neighbours(node.clone()));
+    }));
+    tasks.push(tokio::spawn(resolve_wanted_neighbours(node.clone())));
     if cli.bpf_log {
-        tokio::spawn(drain_bpf_log(node.clone()));
+        tasks.push(tokio::spawn(drain_bpf_log(node.clone())));
     }
     if cli.mirror_ipvs {
         let syncer = node.clone();
         let period = cli.sync_period;
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut t = tokio::time::interval(period);
             loop {
                 t.tick().await;
@@ -436,7 +439,7 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
                     Err(e) => tracing::warn!("mirror sync failed, will retry: {e}"),
                 }
             }
-        });
+        }));
     }
     loop {
         tokio::select! {
@@ -445,7 +448,14 @@ async fn serve(cli: Cli, node: Arc<Mutex<Node>>) -> Result<(), String> {
             _ = hup.recv() => reload(&cli, &node),
         }
     }
-    // Stop: leave the programs attached and the maps pinned; save what the successor needs.
+    // Stop: the tasks first (each ends at its next await), then leave the programs attached
+    // and the maps pinned, and save what the successor needs.
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
     let mut node = node.lock().unwrap_or_else(|p| p.into_inner());
     let table = serde_json::to_vec(&node.table_to_save()).map_err(|e| e.to_string())?;
     let engine = node.fast_path().save_engine().map_err(|e| e.to_string())?;
