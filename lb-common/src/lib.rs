@@ -56,8 +56,9 @@ pub mod map_names {
     pub const SOCK_REV: &str = "SOCK_REV";
     pub const NEIGH_WANTED: &str = "NEIGH_WANTED";
     pub const TC_BEHIND: &str = "TC_BEHIND";
+    pub const FRAGS: &str = "FRAGS";
     /// Every map of the object, all pinned (a test in lb-user checks the object against it).
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         SERVICES,
         SCHED_SLOTS,
         DESTS,
@@ -72,6 +73,7 @@ pub mod map_names {
         SOCK_REV,
         NEIGH_WANTED,
         TC_BEHIND,
+        FRAGS,
     ];
 }
 
@@ -234,6 +236,35 @@ pub struct ReplyValue {
     pub _pad: u16,
 }
 
+/// Key of FRAGS: the IP fragments of one datagram, as its packets carry them (before any
+/// rewrite). Every fragment of a datagram has the same source, destination, IP id and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    /// IP identification, network byte order.
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of FRAGS: what the first fragment's L4 header said, so the datagram's later
+/// fragments (which have no L4 header) find the same connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragValue {
+    /// Ports, network byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP flags of the first fragment (0 for UDP).
+    pub tcp_flags: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Entries of FRAGS (an LRU: datagrams in flight, oldest forgotten first).
+pub const FRAGS_ENTRIES: u32 = 8192;
+
 /// Config flag: forward rewritten packets with a FIB lookup + redirect (else XDP_PASS).
 pub const CFG_F_FIB_REDIRECT: u32 = 1;
 
@@ -368,6 +399,20 @@ pub mod path {
     /// packet on a virtual device); passed untouched to the tc program behind, which sees
     /// the skb's checksum state and rewrites it correctly.
     pub const PASS_CSUM_PARTIAL: u32 = 26;
+    /// A non-first IP fragment balanced like the first fragment of its datagram (FRAGS). A
+    /// non-first fragment whose first fragment was not seen counts PASS_FRAGMENT (2).
+    pub const FWD_FRAGMENT: u32 = 27;
+    /// An ICMP error (destination unreachable, source quench, time exceeded) about a reply of
+    /// a connection, from the client's side: translated and sent to the real server.
+    pub const ICMP_TO_REAL: u32 = 28;
+    /// An ICMP error about a packet sent to a real server, from the real server's side:
+    /// translated and sent to the client as coming from the VIP.
+    pub const ICMP_TO_CLIENT: u32 = 29;
+    /// A reply (or an ICMP error toward a client) with TTL <= 1: passed untouched, so the
+    /// kernel's time-exceeded goes to its sender on the real servers' side.
+    pub const PASS_TTL_EXPIRED: u32 = 30;
+    /// A packet to a VIP with TTL <= 1, balanced and sent on with TTL 1 (not expired here).
+    pub const FWD_TTL_KEPT: u32 = 31;
     pub const N: u32 = 32;
 
     /// Every defined index with the name metrics and reports use for it (lower case,
@@ -477,6 +522,8 @@ mod pod {
     unsafe impl aya::Pod for SockKey {}
     unsafe impl aya::Pod for NeighKey {}
     unsafe impl aya::Pod for SockConnValue {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragValue {}
 }
 
 #[cfg(test)]
@@ -496,6 +543,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<Config>(), 144);
         assert_eq!(core::mem::size_of::<SockKey>(), 16);
         assert_eq!(core::mem::size_of::<SockConnValue>(), 32);
+        assert_eq!(core::mem::size_of::<FragKey>(), 12);
+        assert_eq!(core::mem::size_of::<FragValue>(), 8);
     }
 
     /// Every verdict has a distinct name, listed at its own index (a new verdict is added to

@@ -3,14 +3,17 @@
 //! NAT -> forward. Every packet's path is counted here, once.
 use aya_ebpf::EbpfContext;
 use aya_log_ebpf::{debug, info};
-use lb_common::{path, tcp_state, Config, L4Addr, SvcValue, CONN_F_KERNEL, PROTO_TCP};
+use lb_common::{
+    path, tcp_state, Config, FlowKey, FragKey, FragValue, L4Addr, SvcValue, CONN_F_KERNEL,
+    PROTO_TCP,
+};
 
 use crate::ct::{self, CreateError, DIR_INPUT, DIR_OUTPUT};
 use crate::ctx::{PacketCtx, Verdict};
 use crate::fwd;
-use crate::maps::{count, BACKENDS, CONFIG, REPLIES, SERVICES};
+use crate::maps::{count, BACKENDS, CONFIG, FRAGS, REPLIES, SERVICES};
 use crate::nat::{self, Side};
-use crate::parse::{parse, Pkt, Skip, TCP_RST, TCP_SYN};
+use crate::parse::{parse, Pkt, Skip, ETH_HLEN, FRAG_FIRST, FRAG_LATER, TCP_RST, TCP_SYN};
 use crate::sched;
 
 /// What to do with a packet. A plain struct rather than an enum with data: LLVM fills an
@@ -46,7 +49,7 @@ impl Decision {
 /// Runs the balancer on one packet of either hook and returns the hook's verdict.
 #[inline(always)]
 pub fn run<C: PacketCtx, E: EbpfContext>(ctx: &mut C, log: &E) -> u32 {
-    let p = match parse(ctx) {
+    let mut p = match parse(ctx) {
         Ok(p) => p,
         Err(skip) => {
             count(match skip {
@@ -59,14 +62,26 @@ pub fn run<C: PacketCtx, E: EbpfContext>(ctx: &mut C, log: &E) -> u32 {
             return ctx.verdict(Verdict::Pass);
         }
     };
-    if ctx.defer_to_tc(&p) {
+    // ICMP errors and later fragments have no TCP/UDP checksum to look at (and are never sent
+    // with a partial one).
+    if !p.icmp && p.frag != FRAG_LATER && ctx.defer_to_tc(&p) {
         count(path::PASS_CSUM_PARTIAL);
         return ctx.verdict(Verdict::Pass);
     }
     let Some(cfg) = CONFIG.get(0) else {
         return ctx.verdict(Verdict::Pass);
     };
-    let d = decide(&p, cfg);
+    // A later fragment follows its datagram's first fragment; without one seen, the kernel
+    // gets it untouched.
+    if p.frag == FRAG_LATER && !frag_follow(&mut p) {
+        count(path::PASS_FRAGMENT);
+        return ctx.verdict(Verdict::Pass);
+    }
+    let d = if p.icmp {
+        icmp_error(&p, cfg)
+    } else {
+        decide(&p, cfg)
+    };
     count(d.why);
     log_decision(log, &p, &d);
     let side = match d.action {
@@ -75,12 +90,74 @@ pub fn run<C: PacketCtx, E: EbpfContext>(ctx: &mut C, log: &E) -> u32 {
         DROP => return ctx.verdict(Verdict::Drop),
         _ => return ctx.verdict(Verdict::Pass),
     };
-    if nat::rewrite(ctx, &p, side, d.addr, d.port).is_none() {
+    if p.frag == FRAG_FIRST {
+        frag_record(&p);
+    }
+    let done = if p.icmp {
+        nat::rewrite_icmp(ctx, &p, side, d.addr, d.port)
+    } else {
+        nat::rewrite(ctx, &p, side, d.addr, d.port)
+    };
+    if done.is_none() {
+        return ctx.verdict(Verdict::Pass);
+    }
+    if p.frag == FRAG_LATER {
+        count(path::FWD_FRAGMENT);
+    }
+    // TTL <= 1 toward a real server: the balancer stands for the VIP, it is not a hop that
+    // expires the packet (IPVS forwards from LOCAL_IN without touching the TTL). The kernel's
+    // time-exceeded would otherwise name the real server to the client.
+    if side == Side::Dst && p.ttl <= 1 {
+        if nat::keep_ttl(ctx, &p).is_none() {
+            return ctx.verdict(Verdict::Pass);
+        }
+        count(path::FWD_TTL_KEPT);
+    }
+    // A frame that still carries a VLAN tag goes to the kernel, which knows the VLAN's device.
+    if p.l3_off != ETH_HLEN {
+        count(path::TX_PASS);
         return ctx.verdict(Verdict::Pass);
     }
     let tx = fwd::forward(ctx, &p, cfg);
     count(tx.why);
     tx.action
+}
+
+#[inline(always)]
+fn frag_key(p: &Pkt) -> FragKey {
+    FragKey {
+        saddr: p.saddr,
+        daddr: p.daddr,
+        id: p.ip_id,
+        proto: p.proto,
+        _pad: 0,
+    }
+}
+
+/// Fills a later fragment's ports (and TCP flags) from its first fragment, if that was seen.
+#[inline(always)]
+fn frag_follow(p: &mut Pkt) -> bool {
+    match unsafe { FRAGS.get(&frag_key(p)) } {
+        Some(v) => {
+            p.sport = v.sport;
+            p.dport = v.dport;
+            p.tcp_flags = v.tcp_flags;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Remembers a balanced first fragment's ports for the rest of its datagram.
+#[inline(always)]
+fn frag_record(p: &Pkt) {
+    let v = FragValue {
+        sport: p.sport,
+        dport: p.dport,
+        tcp_flags: p.tcp_flags,
+        _pad: [0; 3],
+    };
+    let _ = FRAGS.insert(&frag_key(p), &v, 0);
 }
 
 /// Logs new connections (debug) and refusals for want of a destination (info) through
@@ -202,6 +279,12 @@ fn reply(p: &Pkt, cfg: &Config) -> Decision {
     if unsafe { BACKENDS.get(&src) }.is_none() {
         return Decision::pass(path::PASS_NOT_VIP);
     }
+    // A reply that expires here is left to the kernel as it came: its time-exceeded goes to
+    // the real server, as it would from a kernel IPVS node (ip_forward checks the TTL before
+    // IPVS rewrites the reply).
+    if p.ttl <= 1 {
+        return Decision::pass(path::PASS_TTL_EXPIRED);
+    }
     let rkey = ct::client_key(p);
     let Some(r) = (unsafe { REPLIES.get(&rkey) }) else {
         return Decision::pass(path::PASS_NOT_VIP);
@@ -231,4 +314,88 @@ fn reply(p: &Pkt, cfg: &Config) -> Decision {
         port: vport,
         why: path::REPLY,
     }
+}
+
+/// An ICMP error about a packet of a connection, looked up with the embedded tuple reversed
+/// (ip_vs_out_icmp / ip_vs_in_icmp). The error goes to the embedded packet's source, so the
+/// outer destination must be that source.
+#[inline(always)]
+fn icmp_error(p: &Pkt, cfg: &Config) -> Decision {
+    if p.daddr != p.in_saddr {
+        return Decision::pass(path::PASS_NOT_VIP);
+    }
+    let now = ct::now();
+    // About a packet sent to a real server (client -> RIP:rport), from the real server or a
+    // router on its side: to the client, from the VIP.
+    let rs = L4Addr {
+        addr: p.in_daddr,
+        port: p.dport,
+        proto: p.proto,
+        _pad: 0,
+    };
+    if unsafe { BACKENDS.get(&rs) }.is_some() {
+        let rkey = FlowKey {
+            saddr: p.in_daddr,
+            daddr: p.in_saddr,
+            sport: p.dport,
+            dport: p.sport,
+            proto: p.proto,
+            _pad: [0; 3],
+        };
+        if let Some(r) = unsafe { REPLIES.get(&rkey) } {
+            let (vip, vport) = (r.vip, r.vport);
+            let fkey = FlowKey {
+                saddr: p.in_saddr,
+                daddr: vip,
+                sport: p.sport,
+                dport: vport,
+                proto: p.proto,
+                _pad: [0; 3],
+            };
+            if let Some(c) = ct::lookup(&fkey) {
+                if c.rip == p.in_daddr && c.rport == p.dport && !ct::expired(cfg, c, now) {
+                    if p.ttl <= 1 {
+                        return Decision::pass(path::PASS_TTL_EXPIRED);
+                    }
+                    ct::account(c.dest_id, false, false, p.ip_len);
+                    return Decision {
+                        action: SNAT,
+                        addr: vip,
+                        port: vport,
+                        why: path::ICMP_TO_CLIENT,
+                    };
+                }
+            }
+        }
+    }
+    // About a reply (VIP:vport -> client), from the client or a router on its side: to the
+    // real server.
+    let vip = L4Addr {
+        addr: p.in_saddr,
+        port: p.sport,
+        proto: p.proto,
+        _pad: 0,
+    };
+    if unsafe { SERVICES.get(&vip) }.is_some() {
+        let key = FlowKey {
+            saddr: p.in_daddr,
+            daddr: p.in_saddr,
+            sport: p.dport,
+            dport: p.sport,
+            proto: p.proto,
+            _pad: [0; 3],
+        };
+        if let Some(c) = ct::lookup(&key) {
+            if c.flags & CONN_F_KERNEL == 0 && ct::dest_live(c) && !ct::expired(cfg, c, now) {
+                ct::account(c.dest_id, false, true, p.ip_len);
+                return Decision {
+                    action: DNAT,
+                    addr: c.rip,
+                    port: c.rport,
+                    why: path::ICMP_TO_REAL,
+                };
+            }
+        }
+    }
+    Decision::pass(path::PASS_NOT_VIP)
 }

@@ -28,8 +28,9 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockOpsContext, TcContext, XdpContext},
 };
 
-/// Headers the balancer reads: Ethernet, IPv4 with options, TCP with its flags.
-const HEADERS_MAX: u32 = 14 + 60 + 20;
+/// Headers the balancer reads: Ethernet with a VLAN tag, IPv4 with options, and TCP with its
+/// flags or an ICMP error with the IPv4 header (options included) and ports it embeds.
+const HEADERS_MAX: u32 = 18 + 60 + 8 + 60 + 20;
 
 /// The balancer at XDP: NICs with native XDP.
 #[xdp]

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Config, ConnValue, DestStats, DestValue, FlowKey, L4Addr, NeighKey, ReplyValue, SchedSlot,
-    SockConnValue, SockKey, SvcValue,
+    Config, ConnValue, DestStats, DestValue, FlowKey, FragKey, FragValue, L4Addr, NeighKey,
+    ReplyValue, SchedSlot, SockConnValue, SockKey, SvcValue, FRAGS_ENTRIES,
 };
 
 /// VIP:port/proto -> how to schedule new connections.
@@ -40,6 +40,11 @@ pub static CONNS: HashMap<FlowKey, ConnValue> = HashMap::with_max_entries(1024, 
 /// deleted together with its CONNS entry.
 #[map(name = "REPLIES")]
 pub static REPLIES: HashMap<FlowKey, ReplyValue> = HashMap::with_max_entries(1024, 0);
+
+/// Datagrams being fragmented: the first fragment's ports, so later fragments follow it (as
+/// Cilium does). An LRU: a datagram whose fragments stop coming is forgotten in time.
+#[map(name = "FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAGS_ENTRIES, 0);
 
 /// Timeouts and flags (one entry).
 #[map(name = "CONFIG")]

@@ -193,3 +193,111 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+pub const ICMP: u8 = 1;
+
+/// An IPv4 header (20 bytes, no options) with its checksum computed from scratch.
+pub fn ipv4_header(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ttl: u8,
+    payload_len: usize,
+) -> Vec<u8> {
+    let mut ip = vec![0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&0x4321u16.to_be_bytes());
+    ip[8] = ttl;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = !fold(ones_sum(&ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip
+}
+
+/// An Ethernet frame carrying an ICMP error from `src` to `dst` (type, code, the 4 bytes after
+/// the checksum) that embeds `embedded` (an IPv4 packet, cut where its sender cut it). The
+/// ICMP checksum is computed from scratch.
+pub fn icmp_error(
+    src: &str,
+    dst: &str,
+    ttl: u8,
+    typ: u8,
+    code: u8,
+    rest: u32,
+    embedded: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![typ, code, 0, 0];
+    icmp.extend_from_slice(&rest.to_be_bytes());
+    icmp.extend_from_slice(embedded);
+    let c = !fold(ones_sum(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let ip = ipv4_header(
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        ICMP,
+        ttl,
+        icmp.len(),
+    );
+    let mut out = Vec::new();
+    out.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    out.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(&0x0800u16.to_be_bytes());
+    out.extend_from_slice(&ip);
+    out.extend_from_slice(&icmp);
+    out
+}
+
+/// Checks the IPv4 header checksum and the ICMP checksum of an Ethernet frame carrying ICMP.
+pub fn verify_icmp(frame: &[u8]) -> Result<(), String> {
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    if fold(ones_sum(&frame[14..14 + ihl])) != 0xffff {
+        return Err("bad IPv4 header checksum".into());
+    }
+    let tot = u16::from_be_bytes([frame[16], frame[17]]) as usize;
+    if fold(ones_sum(&frame[14 + ihl..14 + tot])) != 0xffff {
+        return Err("bad ICMP checksum".into());
+    }
+    Ok(())
+}
+
+/// Splits a built frame (IPv4 without options) into fragments at `cuts` (offsets into the IP
+/// payload, multiples of 8): each gets MF (but the last) and its offset, DF cleared, and its
+/// IP checksum recomputed from scratch. The first keeps the L4 header with the checksum of the
+/// whole datagram.
+pub fn fragments(frame: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let l2 = &frame[..14];
+    let hdr = &frame[14..34];
+    let payload = &frame[34..];
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(payload.len());
+    let mut out = Vec::new();
+    for w in bounds.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        assert_eq!(a % 8, 0, "fragment offsets are multiples of 8");
+        let mut ip = hdr.to_vec();
+        ip[2..4].copy_from_slice(&((20 + b - a) as u16).to_be_bytes());
+        let mf = if b < payload.len() { 0x2000 } else { 0 };
+        ip[6..8].copy_from_slice(&((mf | (a / 8)) as u16).to_be_bytes());
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let c = !fold(ones_sum(&ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut f = l2.to_vec();
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&payload[a..b]);
+        out.push(f);
+    }
+    out
+}
+
+/// The frame with an 802.1Q tag (VLAN `vid`) inserted after the MAC addresses.
+pub fn vlan_tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    out.extend_from_slice(&0x8100u16.to_be_bytes());
+    out.extend_from_slice(&vid.to_be_bytes());
+    out.extend_from_slice(&frame[12..]);
+    out
+}

@@ -131,7 +131,7 @@ pub struct FastPath {
 }
 
 /// The maps the loader sizes and pins: every map of the object.
-const MAP_NAMES: [&str; 14] = names::ALL;
+const MAP_NAMES: [&str; names::ALL.len()] = names::ALL;
 
 impl FastPath {
     /// Loads the programs and creates (or, when pinned, re-opens) the maps.

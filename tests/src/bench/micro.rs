@@ -619,6 +619,12 @@ pub fn path_name(i: u32) -> &'static str {
         path::SOCK_ESTABLISHED => "SOCK_ESTABLISHED",
         path::SOCK_NO_DEST => "SOCK_NO_DEST",
         path::SOCK_TABLE_FULL => "SOCK_TABLE_FULL",
+        path::PASS_CSUM_PARTIAL => "PASS_CSUM_PARTIAL",
+        path::FWD_FRAGMENT => "FWD_FRAGMENT",
+        path::ICMP_TO_REAL => "ICMP_TO_REAL",
+        path::ICMP_TO_CLIENT => "ICMP_TO_CLIENT",
+        path::PASS_TTL_EXPIRED => "PASS_TTL_EXPIRED",
+        path::FWD_TTL_KEPT => "FWD_TTL_KEPT",
         _ => "?",
     }
 }
