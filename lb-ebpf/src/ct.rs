@@ -53,7 +53,14 @@ pub fn next_state(proto: u8, dir: usize, flags: u8, state: u8) -> u8 {
 
 #[inline(always)]
 fn timeout_ns(cfg: &Config, state: u8) -> u64 {
-    match cfg.timeouts_ns.get(state as usize) {
+    // Masked, not only bounds-checked: older verifiers (Linux 6.1) lose the bound of a
+    // compared index once LLVM reorders the check, and refuse the program. Every state is
+    // below N_TIMEOUTS (16, a power of two), so the mask changes nothing.
+    const _: () = assert!(lb_common::N_TIMEOUTS.is_power_of_two());
+    match cfg
+        .timeouts_ns
+        .get(state as usize & (lb_common::N_TIMEOUTS - 1))
+    {
         Some(t) => *t,
         None => 0,
     }
