@@ -5,7 +5,7 @@
 //! reclaims expired entries, both halves together).
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use lb_common::{
-    tcp_state, Config, ConnValue, DestStats, FlowKey, ReplyValue, DEST_F_LIVE, PROTO_TCP,
+    path, tcp_state, Config, ConnValue, DestStats, FlowKey, ReplyValue, DEST_F_LIVE, PROTO_TCP,
     TCP_STATES, UDP_STATE,
 };
 
@@ -98,6 +98,53 @@ pub fn lookup(key: &FlowKey) -> Option<&'static mut ConnValue> {
     CONNS.get_ptr_mut(key).map(|c| unsafe { &mut *c })
 }
 
+/// The REPLIES key of a connection: as the real server (`rs`) answers the client.
+#[inline(always)]
+fn reply_key(proto: u8, rs: (u32, u16), client: (u32, u16)) -> FlowKey {
+    FlowKey {
+        saddr: rs.0,
+        daddr: client.0,
+        sport: rs.1,
+        dport: client.1,
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The live connection that real server `rs` and `client` (addresses and ports as in
+/// packets) belong to, with its VIP and port: REPLIES names the VIP, CONNS holds the
+/// connection, which must still go to that real server and not have expired. Err: the path
+/// code of what is missing (no reply entry: not ours; no live connection: REPLY_NO_CONN).
+#[inline(always)]
+pub fn of_reply(
+    cfg: &Config,
+    now: u64,
+    proto: u8,
+    rs: (u32, u16),
+    client: (u32, u16),
+) -> Result<(u32, u16, &'static mut ConnValue), u32> {
+    let Some(r) = (unsafe { REPLIES.get(&reply_key(proto, rs, client)) }) else {
+        return Err(path::PASS_NOT_VIP);
+    };
+    let (vip, vport) = (r.vip, r.vport);
+    let fkey = FlowKey {
+        saddr: client.0,
+        daddr: vip,
+        sport: client.1,
+        dport: vport,
+        proto,
+        _pad: [0; 3],
+    };
+    let Some(c) = lookup(&fkey) else {
+        return Err(path::REPLY_NO_CONN);
+    };
+    // The client's connection may since have been rescheduled elsewhere, or be over.
+    if c.rip != rs.0 || c.rport != rs.1 || expired(cfg, c, now) {
+        return Err(path::REPLY_NO_CONN);
+    }
+    Ok((vip, vport, c))
+}
+
 /// Moves an existing connection on by one packet in direction `dir`.
 #[inline(always)]
 pub fn touch(c: &mut ConnValue, p: &Pkt, dir: usize, now: u64) {
@@ -131,14 +178,7 @@ pub fn create(
         flags: 0,
         last_seen_ns: now,
     };
-    let rkey = FlowKey {
-        saddr: rip,
-        daddr: p.saddr,
-        sport: rport,
-        dport: p.sport,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
+    let rkey = reply_key(p.proto, (rip, rport), (p.saddr, p.sport));
     let rval = ReplyValue {
         vip: p.daddr,
         vport: p.dport,

@@ -11,7 +11,7 @@ use lb_common::{
 use crate::ct::{self, CreateError, DIR_INPUT, DIR_OUTPUT};
 use crate::ctx::{PacketCtx, Verdict};
 use crate::fwd;
-use crate::maps::{count, BACKENDS, CONFIG, FRAGS, REPLIES, SERVICES};
+use crate::maps::{count, BACKENDS, CONFIG, FRAGS, SERVICES};
 use crate::nat::{self, Side};
 use crate::parse::{parse, Pkt, Skip, ETH_HLEN, FRAG_FIRST, FRAG_LATER, TCP_RST, TCP_SYN};
 use crate::sched;
@@ -285,27 +285,12 @@ fn reply(p: &Pkt, cfg: &Config) -> Decision {
     if p.ttl <= 1 {
         return Decision::pass(path::PASS_TTL_EXPIRED);
     }
-    let rkey = ct::client_key(p);
-    let Some(r) = (unsafe { REPLIES.get(&rkey) }) else {
-        return Decision::pass(path::PASS_NOT_VIP);
-    };
-    let (vip, vport) = (r.vip, r.vport);
-    let fkey = lb_common::FlowKey {
-        saddr: p.daddr,
-        daddr: vip,
-        sport: p.dport,
-        dport: vport,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
     let now = ct::now();
-    let Some(c) = ct::lookup(&fkey) else {
-        return Decision::pass(path::REPLY_NO_CONN);
-    };
-    // The client's connection may since have been rescheduled elsewhere, or be over.
-    if c.rip != p.saddr || c.rport != p.sport || ct::expired(cfg, c, now) {
-        return Decision::pass(path::REPLY_NO_CONN);
-    }
+    let (vip, vport, c) =
+        match ct::of_reply(cfg, now, p.proto, (p.saddr, p.sport), (p.daddr, p.dport)) {
+            Ok(found) => found,
+            Err(why) => return Decision::pass(why),
+        };
     ct::touch(c, p, DIR_OUTPUT, now);
     ct::account(c.dest_id, false, false, p.ip_len);
     Decision {
@@ -334,38 +319,24 @@ fn icmp_error(p: &Pkt, cfg: &Config) -> Decision {
         _pad: 0,
     };
     if unsafe { BACKENDS.get(&rs) }.is_some() {
-        let rkey = FlowKey {
-            saddr: p.in_daddr,
-            daddr: p.in_saddr,
-            sport: p.dport,
-            dport: p.sport,
-            proto: p.proto,
-            _pad: [0; 3],
-        };
-        if let Some(r) = unsafe { REPLIES.get(&rkey) } {
-            let (vip, vport) = (r.vip, r.vport);
-            let fkey = FlowKey {
-                saddr: p.in_saddr,
-                daddr: vip,
-                sport: p.sport,
-                dport: vport,
-                proto: p.proto,
-                _pad: [0; 3],
-            };
-            if let Some(c) = ct::lookup(&fkey) {
-                if c.rip == p.in_daddr && c.rport == p.dport && !ct::expired(cfg, c, now) {
-                    if p.ttl <= 1 {
-                        return Decision::pass(path::PASS_TTL_EXPIRED);
-                    }
-                    ct::account(c.dest_id, false, false, p.ip_len);
-                    return Decision {
-                        action: SNAT,
-                        addr: vip,
-                        port: vport,
-                        why: path::ICMP_TO_CLIENT,
-                    };
-                }
+        let found = ct::of_reply(
+            cfg,
+            now,
+            p.proto,
+            (p.in_daddr, p.dport),
+            (p.in_saddr, p.sport),
+        );
+        if let Ok((vip, vport, c)) = found {
+            if p.ttl <= 1 {
+                return Decision::pass(path::PASS_TTL_EXPIRED);
             }
+            ct::account(c.dest_id, false, false, p.ip_len);
+            return Decision {
+                action: SNAT,
+                addr: vip,
+                port: vport,
+                why: path::ICMP_TO_CLIENT,
+            };
         }
     }
     // About a reply (VIP:vport -> client), from the client or a router on its side: to the

@@ -767,9 +767,6 @@ async fn client(
     }
 }
 
-/// The client side lives with the protocol (ctl); kept here for callers of this path.
-pub use crate::ctl::request;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lb_user::ctl::request;
 use lb_user::ctl::{NumberedOp, Request, Response};
-use lb_user::daemon::server::request;
 use lb_user::model::{Destination, Op, Service, ServiceConfig, ServiceKey, Table};
 use xvs_tests::crash::{is_churn, rss_kib, sorted, Flows, Rig, Rng, Trials, VIP};
 use xvs_tests::netns::Netns;
